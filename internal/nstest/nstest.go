@@ -6,22 +6,23 @@
 package nstest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/tollgate-fw/tollgate/internal/netns"
 )
 
 // envNetns is set in the environment of a test binary re-executed inside a
 // namespace made by Main; its value is the namespace's name.
 const envNetns = "TOLLGATE_TEST_NETNS"
 
-// Prefix starts the name of every namespace this package creates, so leaks
-// are easy to spot (`ip netns list | grep tollgate`).
-const Prefix = "tollgate-t"
+// Prefix starts the name of every namespace made for tests.
+const Prefix = netns.Prefix
+
+// Pair is a client and a server namespace joined by veth.
+type Pair = netns.Pair
 
 // IsRoot reports whether the process has uid 0.
 func IsRoot() bool { return os.Geteuid() == 0 }
@@ -72,12 +73,12 @@ func Main(m *testing.M) {
 }
 
 func reexec() int {
-	name, err := Create("m")
+	name, err := netns.Create("m")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nstest:", err)
 		return 1
 	}
-	defer Delete(name)
+	defer netns.Delete(name)
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nstest: find test binary:", err)
@@ -97,39 +98,15 @@ func reexec() int {
 	return 0
 }
 
-// Create makes a new network namespace named Prefix-<tag>-<random> with its
-// loopback up and returns its name. The caller deletes it with Delete.
-func Create(tag string) (string, error) {
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("name namespace: %w", err)
-	}
-	name := fmt.Sprintf("%s-%s-%s", Prefix, tag, hex.EncodeToString(b[:]))
-	if err := Run("ip", "netns", "add", name); err != nil {
-		return "", fmt.Errorf("create namespace: %w", err)
-	}
-	if err := Run("ip", "-n", name, "link", "set", "lo", "up"); err != nil {
-		Delete(name)
-		return "", fmt.Errorf("bring up loopback in %s: %w", name, err)
-	}
-	return name, nil
-}
-
-// Delete removes a namespace made by Create. Processes still running inside
-// keep it alive in the kernel, but its name is gone and nothing can join it.
-func Delete(name string) error {
-	if !strings.HasPrefix(name, Prefix+"-") {
-		return fmt.Errorf("refusing to delete namespace %q: not made by nstest", name)
-	}
-	return Run("ip", "netns", "del", name)
-}
-
-// Run runs a command and returns its combined output in the error when it
-// fails.
-func Run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
+// NewPair creates a client and a server namespace joined by veth and
+// registers their deletion with t.Cleanup. It needs root (RequireRoot).
+func NewPair(t testing.TB) *Pair {
+	t.Helper()
+	RequireRoot(t)
+	p, err := netns.CreatePair("p")
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		t.Fatal(err)
 	}
-	return nil
+	t.Cleanup(p.Delete)
+	return p
 }

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-fw/tollgate/internal/netns"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -48,7 +50,7 @@ func TestIntegrationPairReachesOnlyEachOther(t *testing.T) {
 }
 
 func TestDeleteRefusesForeignNames(t *testing.T) {
-	if err := Delete("default"); err == nil {
+	if err := netns.Delete("default"); err == nil {
 		t.Fatal("Delete accepted a name nstest did not make")
 	}
 }

@@ -1,9 +1,8 @@
-package nstest
+package netns
 
 import (
 	"fmt"
 	"net/netip"
-	"testing"
 )
 
 // Pair is two namespaces joined by a veth link: Client and Server. Neither
@@ -24,21 +23,8 @@ var (
 	pairServer6 = netip.MustParseAddr("fd00:7467::2")
 )
 
-// NewPair creates a client and a server namespace joined by veth and
-// registers their deletion with t.Cleanup. It needs root (RequireRoot).
-func NewPair(t testing.TB) *Pair {
-	t.Helper()
-	RequireRoot(t)
-	p, err := CreatePair("p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Delete)
-	return p
-}
-
-// CreatePair is NewPair without testing.TB, for the demo and benchmarks.
-// The caller must call Delete, also on failure.
+// CreatePair creates a client and a server namespace joined by veth. The
+// caller must call Delete, also on failure.
 func CreatePair(tag string) (*Pair, error) {
 	p := &Pair{
 		ClientIP4: pairClient4, ServerIP4: pairServer4,
