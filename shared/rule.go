@@ -75,7 +75,8 @@ type Match struct {
 	Iface     string       // interface name
 }
 
-// Rule is one firewall rule.
+// Rule is one firewall rule. Its encodings (Fields for D-Bus a{sv}, JSON,
+// TOML via RuleFromFields) all use the shared field names; see Fields.
 type Rule struct {
 	ID       string
 	Name     string
@@ -103,34 +104,36 @@ type Rule struct {
 }
 
 // Connection is one new connection as the daemon saw and attributed it.
+// Its JSON form (as LogEntry and Verdict) uses stable snake_case names and
+// leaves out empty fields; the store keeps the connection log that way.
 type Connection struct {
-	ID         uint64
-	Time       time.Time
-	Direction  Direction
-	Proto      Proto
-	ProtoNum   uint8 // IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...)
-	LocalIP    netip.Addr
-	LocalPort  uint16
-	RemoteIP   netip.Addr
-	RemotePort uint16
-	Iface      string // outgoing interface (out) or incoming one (in)
+	ID         uint64     `json:"id,omitempty"`
+	Time       time.Time  `json:"time,omitzero"`
+	Direction  Direction  `json:"direction,omitempty"`
+	Proto      Proto      `json:"proto,omitempty"`
+	ProtoNum   uint8      `json:"proto_num,omitempty"` // IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...)
+	LocalIP    netip.Addr `json:"local_ip,omitzero"`
+	LocalPort  uint16     `json:"local_port,omitempty"`
+	RemoteIP   netip.Addr `json:"remote_ip,omitzero"`
+	RemotePort uint16     `json:"remote_port,omitempty"`
+	Iface      string     `json:"iface,omitempty"` // outgoing interface (out) or incoming one (in)
 
-	UID int64 // -1 when unknown
-	GID int64 // -1 when unknown
+	UID int64 `json:"uid"` // -1 when unknown
+	GID int64 `json:"gid"` // -1 when unknown
 
 	// Process facts; PID 0 means the process could not be found and the
 	// connection is attributed to its UID alone (Attribution says so).
-	PID         int
-	PIDStart    uint64
-	PPID        int
-	Exe         string
-	ExeSHA256   string
-	Cmdline     string
-	Unit        string
-	User        string
-	Attribution Attribution
+	PID         int         `json:"pid,omitempty"`
+	PIDStart    uint64      `json:"pid_start,omitempty"`
+	PPID        int         `json:"ppid,omitempty"`
+	Exe         string      `json:"exe,omitempty"`
+	ExeSHA256   string      `json:"exe_sha256,omitempty"`
+	Cmdline     string      `json:"cmdline,omitempty"`
+	Unit        string      `json:"unit,omitempty"`
+	User        string      `json:"user,omitempty"`
+	Attribution Attribution `json:"attribution,omitempty"`
 
-	Hosts []string // names this connection's remote address was resolved from
+	Hosts []string `json:"hosts,omitempty"` // names this connection's remote address was resolved from
 }
 
 // Attribution says how a connection was tied to its origin.
@@ -144,14 +147,14 @@ const (
 
 // Verdict is the decision on one connection.
 type Verdict struct {
-	Action  Action
-	RuleID  string // rule that decided; "" for the default action
-	Reason  string // human explanation: which rule won and why, or why the default applied
-	Monitor bool   // monitor mode: Action is what would have happened, the packet was accepted
+	Action  Action `json:"action"`
+	RuleID  string `json:"rule_id,omitempty"` // rule that decided; "" for the default action
+	Reason  string `json:"reason,omitempty"`  // human explanation: which rule won and why, or why the default applied
+	Monitor bool   `json:"monitor,omitempty"` // monitor mode: Action is what would have happened, the packet was accepted
 }
 
 // LogEntry is one record of the connection log.
 type LogEntry struct {
-	Connection Connection
-	Verdict    Verdict
+	Connection Connection `json:"connection"`
+	Verdict    Verdict    `json:"verdict"`
 }
