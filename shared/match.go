@@ -174,7 +174,7 @@ const (
 	SpecUID          = 10
 	SpecGID          = 10
 	SpecDirection    = 5
-	SpecProto        = 5 // tcp, udp or icmp; "any" adds nothing
+	SpecProto        = 5  // tcp, udp or icmp; "any" adds nothing
 	SpecHost         = 30 // exact host name
 	SpecHostWildcard = 10 // "*.suffix", plus 1 per label of the suffix, at most +19
 	SpecIP           = 30 // a single address

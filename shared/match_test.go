@@ -85,7 +85,7 @@ func TestGlobMatch(t *testing.T) {
 		{"**", "anything", true},
 		{"*??", "斣0", true}, // '?' is one character, not one byte
 		{"*???", "斣0", false},
-		{"[0\xc2]", "0", false}, // invalid UTF-8 in a class is malformed
+		{"[0\xc2]", "0", false},   // invalid UTF-8 in a class is malformed
 		{"\\\xf8", "\xa6", false}, // an escape matches its byte only
 	}
 	for _, tt := range tests {
