@@ -165,9 +165,6 @@ func newWith(opts Options, log *slog.Logger, env environment) (*Manager, error) 
 	if err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	cmd4, cmd6 := opts.binaries()
 	t4, err := env.open(cmd4, false, opts.lockWaitSeconds())
 	if err != nil {
@@ -181,19 +178,24 @@ func newWith(opts Options, log *slog.Logger, env environment) (*Manager, error) 
 		}
 		fams = append(fams, family{name: "ipv6", v6: true, t: t6})
 	} else {
-		log.Warn("kernel has no IPv6: installing IPv4 chains only")
+		if log != nil {
+			log.Warn("kernel has no IPv6: installing IPv4 chains only")
+		}
 	}
 	return newManager(opts, log, fams), nil
 }
 
 func newManager(opts Options, log *slog.Logger, fams []family) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Manager{opts: opts, log: log, fams: fams}
 }
 
 // IPv6 reports whether the manager covers IPv6 (false only when the kernel
 // has no IPv6 stack).
 func (m *Manager) IPv6() bool {
-	return len(m.fams) > 1
+	return slices.ContainsFunc(m.fams, func(f family) bool { return f.v6 })
 }
 
 // Install installs the chains and their jumps for every family, replacing
@@ -289,6 +291,11 @@ func (m *Manager) Installed() (bool, error) {
 }
 
 // hook ties one of our chains to the built-in chain that jumps to it.
+//
+// The jump goes first in the built-in chain, so our rules see a packet
+// before anyone else's in the filter table. A packet the daemon accepts
+// (NF_ACCEPT) leaves the whole hook: filter rules placed after our jump by
+// other software never see it; drops and rejects are final anyway.
 type hook struct {
 	builtin, chain string
 }

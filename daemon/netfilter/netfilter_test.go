@@ -19,8 +19,7 @@ func fakeManager(t *testing.T, opts Options) (*Manager, *fakeTable, *fakeTable) 
 		t.Fatal(err)
 	}
 	v4, v6 := newFakeTable(), newFakeTable()
-	m := newManager(opts, nil, []family{{name: "ipv4", t: v4}, {name: "ipv6", v6: true, t: v6}})
-	m.log = testLogger(t)
+	m := newManager(opts, testLogger(t), []family{{name: "ipv4", t: v4}, {name: "ipv6", v6: true, t: v6}})
 	return m, v4, v6
 }
 
