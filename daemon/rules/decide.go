@@ -1,0 +1,309 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// Decision is the outcome of Set.Decide.
+type Decision struct {
+	Rule        *shared.Rule  // the winning rule; nil when no rule matched. It belongs to the Set: do not modify it.
+	Action      shared.Action // the winning rule's action; "" when no rule matched
+	Explanation string        // which rule won and why, or that none matched
+	HostMatched string        // for a host rule, the name of the connection (from Connection.Hosts) it matched
+
+	Specificity int          // the winning rule's specificity
+	RunnerUp    *shared.Rule // the best rule among the losers; nil when one or no rule matched
+	WonBy       Reason       // how Rule beat RunnerUp
+}
+
+// Reason says which step of the precedence decided between two rules.
+type Reason uint8
+
+const (
+	ByNothing     Reason = iota // no contest: a single matching rule
+	ByPriority                  // the higher priority
+	BySpecificity               // equal priority, the higher specificity
+	ByAction                    // equal priority and specificity, deny or reject over allow
+	ByID                        // all equal: the lower id (then the earlier rule)
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ByNothing:
+		return "no other rule matched"
+	case ByPriority:
+		return "priority"
+	case BySpecificity:
+		return "specificity"
+	case ByAction:
+		return "action (deny and reject beat allow at equal specificity)"
+	case ByID:
+		return "id (all else equal, the lower id wins)"
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// Candidate is one matching rule, as Explain lists them.
+type Candidate struct {
+	Rule        *shared.Rule // belongs to the Set: do not modify it
+	Specificity int
+	HostMatched string
+	// LostBy says how the candidate before this one beat it; ByNothing for
+	// the first (the winner).
+	LostBy Reason
+}
+
+// better reports whether a takes precedence over b, and by which step.
+//
+// Precedence: the higher Priority wins outright; at equal priority the
+// higher specificity (shared.Match.Specificity); at equal specificity deny
+// and reject beat allow; the remaining ties go to the lexically smaller
+// rule ID, then to the rule given to NewSet first, so the outcome never
+// depends on map order or timing.
+func better(a, b *entry) (bool, Reason) {
+	switch {
+	case a.priority != b.priority:
+		return a.priority > b.priority, ByPriority
+	case a.spec != b.spec:
+		return a.spec > b.spec, BySpecificity
+	case a.severity != b.severity:
+		return a.severity > b.severity, ByAction
+	case a.rule.ID != b.rule.ID:
+		return a.rule.ID < b.rule.ID, ByID
+	default:
+		return a.idx < b.idx, ByID
+	}
+}
+
+// scan holds the state of one pass over the candidate rules of a
+// connection: the best two matches for Decide, or every match for Explain.
+type scan struct {
+	c      *shared.Connection
+	remote netip.Addr
+	now    time.Time
+
+	best, second         int32 // -1: none
+	bestHost, secondHost int
+
+	collect bool    // Explain: gather every match into found
+	found   []int32 // may repeat
+}
+
+// Decide finds the rule that covers connection c at time now.
+//
+// A rule matches when it is enabled, not expired (lifetime until with Until
+// before now), and every field it gives holds:
+//   - owner: a rule whose Owner is not OwnerSystem applies only to
+//     connections of that uid;
+//   - lifetime process: only while c.PID and c.PIDStart are the rule's;
+//   - exe (exact or path.Match glob), exe_sha256, cmdline (exact or
+//     shared.GlobMatch), unit (exact or glob): never on a connection
+//     attributed to its uid alone (PID 0);
+//   - uid, gid: c.UID, c.GID (unknown, -1, matches no rule that names them);
+//   - direction, proto ("any" matches all), iface;
+//   - ip: contains c.RemoteIP; port: c.RemotePort; local_port: c.LocalPort;
+//   - host: any of c.Hosts matches (shared.HostMatches); a connection
+//     without names matches no host rule.
+//
+// Among matching rules the precedence of better applies. Decide is safe to
+// call concurrently. It does not allocate, except to build an explanation
+// the first time a rule wins against a given runner-up (each rule keeps its
+// last one).
+func (s *Set) Decide(c *shared.Connection, now time.Time) Decision {
+	if s == nil {
+		return Decision{Explanation: "no rule matched (no rules loaded)"}
+	}
+	if c == nil {
+		return Decision{Explanation: "no connection to decide"}
+	}
+	st := scan{c: c, remote: c.RemoteIP.Unmap().WithZone(""), now: now, best: -1, second: -1}
+	s.scan(&st)
+	if st.best < 0 {
+		return Decision{Explanation: s.noMatch}
+	}
+	w := &s.entries[st.best]
+	d := Decision{
+		Rule:        w.rule,
+		Action:      w.rule.Action,
+		Specificity: w.spec,
+	}
+	if w.host != "" && st.bestHost >= 0 {
+		d.HostMatched = c.Hosts[st.bestHost]
+	}
+	if st.second >= 0 {
+		l := &s.entries[st.second]
+		d.RunnerUp = l.rule
+		_, d.WonBy = better(w, l)
+	}
+	if x := w.explained.Load(); x != nil && x.runnerUp == st.second {
+		d.Explanation = x.text
+	} else {
+		d.Explanation = explainWin(w, s.entryOrNil(st.second))
+		w.explained.Store(&explanation{runnerUp: st.second, text: d.Explanation})
+	}
+	return d
+}
+
+func (s *Set) entryOrNil(i int32) *entry {
+	if i < 0 {
+		return nil
+	}
+	return &s.entries[i]
+}
+
+// Explain lists every rule that matches c at time now, winner first, in
+// precedence order (the order Decide applies). Unlike Decide it allocates.
+func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
+	if s == nil || c == nil {
+		return nil
+	}
+	st := scan{c: c, remote: c.RemoteIP.Unmap().WithZone(""), now: now, best: -1, second: -1, collect: true}
+	s.scan(&st)
+	// A rule reached through two of the connection's names is found twice.
+	slices.Sort(st.found)
+	st.found = slices.Compact(st.found)
+	slices.SortFunc(st.found, func(a, b int32) int {
+		if a == b {
+			return 0
+		}
+		if betterIdx(s, a, b) {
+			return -1
+		}
+		return 1
+	})
+	out := make([]Candidate, len(st.found))
+	for k, i := range st.found {
+		e := &s.entries[i]
+		out[k] = Candidate{Rule: e.rule, Specificity: e.spec}
+		if host, _ := e.matches(c, st.remote, now); host >= 0 {
+			out[k].HostMatched = c.Hosts[host]
+		}
+		if k > 0 {
+			_, out[k].LostBy = better(&s.entries[st.found[k-1]], e)
+		}
+	}
+	return out
+}
+
+// scan visits every rule that can match st.c: the buckets reached by its
+// exe, host names and remote address, and the rules without such a key.
+func (s *Set) scan(st *scan) {
+	c := st.c
+	if c.PID > 0 && c.Exe != "" {
+		s.visit(st, s.byExe[c.Exe])
+		if i := strings.LastIndexByte(c.Exe, '/'); i >= 0 && i+1 < len(c.Exe) {
+			s.visit(st, s.byExeBase[c.Exe[i+1:]])
+		}
+	}
+	if len(s.byHost) > 0 || len(s.bySuffix) > 0 {
+		for _, h := range c.Hosts {
+			var buf [shared.MaxHostLen + 1]byte
+			name, ok := lowerHost(&buf, h)
+			if !ok {
+				continue
+			}
+			s.visit(st, s.byHost[string(name)])
+			for i := 0; i < len(name); i++ {
+				if name[i] == '.' {
+					s.visit(st, s.bySuffix[string(name[i+1:])])
+				}
+			}
+		}
+	}
+	if st.remote.Is4() {
+		for _, l := range s.prefixLen4 {
+			s.visit(st, s.byPrefix4[prefixKey4(st.remote, l)])
+		}
+	} else if st.remote.Is6() {
+		for _, l := range s.prefixLen6 {
+			s.visit(st, s.byPrefix6[makePrefixKey6(st.remote, l)])
+		}
+	}
+	if len(s.byPort) > 0 {
+		s.visit(st, s.byPort[c.RemotePort])
+	}
+	s.visit(st, s.rest)
+}
+
+// lowerHost writes h lower-cased and without a trailing dot into buf.
+func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) ([]byte, bool) {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > shared.MaxHostLen {
+		return nil, false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return buf[:len(h)], true
+}
+
+func (s *Set) visit(st *scan, bucket []int32) {
+	for _, i := range bucket {
+		e := &s.entries[i]
+		host, ok := e.matches(st.c, st.remote, st.now)
+		if !ok {
+			continue
+		}
+		if st.collect {
+			st.found = append(st.found, i)
+			continue
+		}
+		if i == st.best || i == st.second {
+			continue
+		}
+		switch {
+		case st.best < 0:
+			st.best, st.bestHost = i, host
+		case betterIdx(s, i, st.best):
+			st.second, st.secondHost = st.best, st.bestHost
+			st.best, st.bestHost = i, host
+		case st.second < 0 || betterIdx(s, i, st.second):
+			st.second, st.secondHost = i, host
+		}
+	}
+}
+
+func betterIdx(s *Set, a, b int32) bool {
+	ok, _ := better(&s.entries[a], &s.entries[b])
+	return ok
+}
+
+// ref names a rule: `rule 12 "ssh-out"`, or `rule 12` when it has no name.
+func ref(e *entry) string {
+	id := e.rule.ID
+	if id == "" || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == '"' || !unicode.IsPrint(r) }) >= 0 {
+		id = strconv.Quote(id)
+	}
+	if e.rule.Name == "" {
+		return "rule " + id
+	}
+	return "rule " + id + " " + strconv.Quote(e.rule.Name)
+}
+
+// standing is a rule's action and precedence.
+func standing(e *entry) string {
+	return fmt.Sprintf("%s, priority %d, specificity %d", e.rule.Action, e.priority, e.spec)
+}
+
+// explainWin says why winner won over the runner-up (nil: it was alone):
+//
+//	rule 12 "ssh-out": deny, priority 0, specificity 60; beat rule 9 (allow, priority 0, specificity 20) by specificity
+func explainWin(winner, runnerUp *entry) string {
+	if runnerUp == nil {
+		return ref(winner) + ": " + standing(winner) + "; no other rule matched"
+	}
+	_, by := better(winner, runnerUp)
+	return ref(winner) + ": " + standing(winner) + "; beat " + ref(runnerUp) + " (" + standing(runnerUp) + ") by " + by.String()
+}
