@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -407,5 +408,37 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(50, func() { s.Decide(c, now) }); n != 0 {
 			t.Errorf("Decide(%s) allocates %v times per call", c.Exe, n)
 		}
+	}
+}
+
+// TestDecideConcurrent: decisions from many goroutines (sharing the
+// explanation caches) agree with sequential ones. Run with -race.
+func TestDecideConcurrent(t *testing.T) {
+	s := NewSet(benchRules(1000))
+	conns := benchConns()
+	want := make([]Decision, len(conns))
+	for i, c := range conns {
+		want[i] = s.Decide(c, now)
+	}
+	errs := make(chan string, 8)
+	done := make(chan struct{})
+	for g := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 500 {
+				k := (i + g) % len(conns)
+				if d := s.Decide(conns[k], now); d != want[k] {
+					errs <- fmt.Sprintf("goroutine %d: conn %d decided %+v, want %+v", g, k, d, want[k])
+					return
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

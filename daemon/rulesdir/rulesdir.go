@@ -54,7 +54,7 @@ var ErrDuplicateID = errors.New("duplicate rule id")
 // Error is a problem with one rules file or one rule in it. Use errors.As
 // to reach a *shared.FieldError in Err.
 type Error struct {
-	File  string // the file's name within the directory
+	File  string // the file: the name given to Parse, or the path Load read
 	Index int    // the rule's position in the file, from 1; 0 for the file as a whole
 	Name  string // the rule's name, when it has one
 	Err   error
@@ -62,7 +62,6 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("rules.d/")
 	b.WriteString(e.File)
 	if e.Index > 0 {
 		b.WriteString(": rule ")
@@ -93,29 +92,30 @@ func Load(dir string) (rules []shared.Rule, errs []error) {
 	if err != nil {
 		return nil, []error{fmt.Errorf("read rules directory %s: %w", dir, err)}
 	}
-	seen := map[string]string{} // id -> file that has it
+	seen := map[string]string{} // id -> path of the file that has it
 	for _, ent := range entries {
 		name := ent.Name()
 		if !strings.HasSuffix(name, ".toml") || strings.HasPrefix(name, ".") {
 			continue
 		}
-		data, err := readFile(filepath.Join(dir, name))
+		path := filepath.Join(dir, name)
+		data, err := readFile(path)
 		if errors.Is(err, errNotRegular) {
 			continue
 		}
 		if err != nil {
-			errs = append(errs, &Error{File: name, Err: err})
+			errs = append(errs, &Error{File: path, Err: err})
 			continue
 		}
-		rs, positions, fileErrs := parse(name, data)
+		rs, positions, fileErrs := parse(path, data)
 		errs = append(errs, fileErrs...)
 		for i, r := range rs {
 			if other, dup := seen[r.ID]; dup {
-				errs = append(errs, &Error{File: name, Index: positions[i], Name: r.Name,
-					Err: fmt.Errorf("%w %q: rules.d/%s has it already", ErrDuplicateID, r.ID, other)})
+				errs = append(errs, &Error{File: path, Index: positions[i], Name: r.Name,
+					Err: fmt.Errorf("%w %q: %s has it already", ErrDuplicateID, r.ID, other)})
 				continue
 			}
-			seen[r.ID] = name
+			seen[r.ID] = path
 			rules = append(rules, r)
 		}
 	}
@@ -157,8 +157,8 @@ type document struct {
 	Rule []map[string]any `toml:"rule"`
 }
 
-// Parse reads one rules file named name (only its base name is used, for
-// ids, Source and errors) and returns its valid rules and one error per
+// Parse reads one rules file named name (its base name makes the ids and
+// Source; errors name it as given) and returns its valid rules and one error per
 // problem. Duplicate ids within the file are caught here; across files,
 // by Load.
 func Parse(name string, data []byte) (rules []shared.Rule, errs []error) {
@@ -170,18 +170,18 @@ func Parse(name string, data []byte) (rules []shared.Rule, errs []error) {
 func parse(name string, data []byte) (rules []shared.Rule, positions []int, errs []error) {
 	file := filepath.Base(name)
 	if len(data) > MaxFileSize {
-		return nil, nil, []error{&Error{File: file, Err: fmt.Errorf("larger than %d bytes", MaxFileSize)}}
+		return nil, nil, []error{&Error{File: name, Err: fmt.Errorf("larger than %d bytes", MaxFileSize)}}
 	}
 	var doc document
 	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
-		return nil, nil, []error{&Error{File: file, Err: fmt.Errorf("parse TOML: %w", err)}}
+		return nil, nil, []error{&Error{File: name, Err: fmt.Errorf("parse TOML: %w", err)}}
 	}
 	for _, k := range md.Undecoded() {
 		if len(k) > 0 && k[0] == "rule" {
 			continue // inside a rule: RuleFromFields names it
 		}
-		errs = append(errs, &Error{File: file, Err: fmt.Errorf("unknown key %q: rules go in [[rule]] tables", k.String())})
+		errs = append(errs, &Error{File: name, Err: fmt.Errorf("unknown key %q: rules go in [[rule]] tables", k.String())})
 	}
 	prefix := strings.TrimSuffix(file, ".toml")
 	seen := map[string]int{}
@@ -190,7 +190,7 @@ func parse(name string, data []byte) (rules []shared.Rule, positions []int, errs
 		ruleName, _ := fields["name"].(string)
 		r, err := fileRule(fields)
 		if err != nil {
-			errs = append(errs, &Error{File: file, Index: index, Name: ruleName, Err: err})
+			errs = append(errs, &Error{File: name, Index: index, Name: ruleName, Err: err})
 			continue
 		}
 		if r.ID == "" {
@@ -203,11 +203,11 @@ func parse(name string, data []byte) (rules []shared.Rule, positions []int, errs
 		r.Source = "rules.d/" + file
 		r.Normalize()
 		if err := r.Validate(); err != nil {
-			errs = append(errs, &Error{File: file, Index: index, Name: ruleName, Err: err})
+			errs = append(errs, &Error{File: name, Index: index, Name: ruleName, Err: err})
 			continue
 		}
 		if first, dup := seen[r.ID]; dup {
-			errs = append(errs, &Error{File: file, Index: index, Name: ruleName,
+			errs = append(errs, &Error{File: name, Index: index, Name: ruleName,
 				Err: fmt.Errorf("%w %q: rule %d has it already", ErrDuplicateID, r.ID, first)})
 			continue
 		}

@@ -94,7 +94,7 @@ func TestLoadMixed(t *testing.T) {
 		{"20-syntax.toml", 0, "", "", "parse TOML"},
 		{"30-dup.toml", 0, "", "", `unknown key "stray"`},
 		{"30-dup.toml", 2, "fine", "exe", "absolute path"},
-		{"30-dup.toml", 1, "", "", "rules.d/10-ok.toml has it already"},
+		{"30-dup.toml", 1, "", "", "testdata/mixed/10-ok.toml has it already"},
 	}
 	if len(errs) != len(wants) {
 		for _, err := range errs {
@@ -108,7 +108,7 @@ func TestLoadMixed(t *testing.T) {
 			t.Errorf("error %d (%v) is not a *rulesdir.Error", i, errs[i])
 			continue
 		}
-		if e.File != w.file || e.Index != w.index || e.Name != w.name {
+		if e.File != filepath.Join("testdata/mixed", w.file) || e.Index != w.index || e.Name != w.name {
 			t.Errorf("error %d at %s/%d/%q, want %s/%d/%q: %v", i, e.File, e.Index, e.Name, w.file, w.index, w.name, e)
 		}
 		var fe *shared.FieldError
@@ -122,7 +122,7 @@ func TestLoadMixed(t *testing.T) {
 	if !errors.Is(errs[1], ErrDuplicateID) || !errors.Is(errs[9], ErrDuplicateID) {
 		t.Errorf("duplicate-id errors do not wrap ErrDuplicateID")
 	}
-	if got := errs[0].Error(); got != `rules.d/10-ok.toml: rule 2 "bad-port": field "port": bad port range "0-80": port 0 is not a port (1-65535)` {
+	if got := errs[0].Error(); got != `testdata/mixed/10-ok.toml: rule 2 "bad-port": field "port": bad port range "0-80": port 0 is not a port (1-65535)` {
 		t.Errorf("message %q", got)
 	}
 }
@@ -169,10 +169,10 @@ func TestLoadMissingAndOddFiles(t *testing.T) {
 		t.Fatalf("errors %v, want the world-writable file and the dangling link", errs)
 	}
 	var e *Error
-	if !errors.As(errs[0], &e) || e.File != "b.toml" || !strings.Contains(e.Error(), "writable by every user") {
+	if !errors.As(errs[0], &e) || e.File != filepath.Join(dir, "b.toml") || !strings.Contains(e.Error(), "writable by every user") {
 		t.Errorf("world-writable file: %v", errs[0])
 	}
-	if !errors.As(errs[1], &e) || e.File != "g.toml" || !errors.Is(errs[1], os.ErrNotExist) {
+	if !errors.As(errs[1], &e) || e.File != filepath.Join(dir, "g.toml") || !errors.Is(errs[1], os.ErrNotExist) {
 		t.Errorf("dangling link: %v", errs[1])
 	}
 
@@ -183,7 +183,7 @@ func TestLoadMissingAndOddFiles(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
-	// Callers may pass a path: only the base name is used.
+	// Callers may pass a path: the base name makes ids and Source.
 	rules, errs := Parse("/some/where/50-x.toml", []byte(`
 [[rule]]
 action = "allow"
@@ -199,7 +199,7 @@ until = 1700000000
 		t.Errorf("rules %+v", rules)
 	}
 	var fe *shared.FieldError
-	if len(errs) != 1 || !errors.As(errs[0], &fe) || fe.Field != "until" {
+	if len(errs) != 1 || !errors.As(errs[0], &fe) || fe.Field != "until" || !strings.HasPrefix(errs[0].Error(), "/some/where/50-x.toml: rule 2 \"n\": ") {
 		t.Errorf("errors %v, want until without lifetime until", errs)
 	}
 
