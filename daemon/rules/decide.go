@@ -90,8 +90,8 @@ type scan struct {
 	remote netip.Addr
 	now    time.Time
 
-	best, second         int32 // -1: none
-	bestHost, secondHost int
+	best, second int32 // -1: none
+	bestHost     int   // the name (index in c.Hosts) the best rule matched; -1: none
 
 	collect bool    // Explain: gather every match into found
 	found   []int32 // may repeat
@@ -113,7 +113,10 @@ type scan struct {
 //   - host: any of c.Hosts matches (shared.HostMatches); a connection
 //     without names matches no host rule.
 //
-// Among matching rules the precedence of better applies. Decide is safe to
+// Among matching rules, the higher Priority wins outright; at equal
+// priority the higher specificity (shared.Match.Specificity); at equal
+// specificity deny and reject beat allow; remaining ties go to the
+// lexically smaller ID, then to the rule NewSet got first. Decide is safe to
 // call concurrently. It does not allocate, except to build an explanation
 // the first time a rule wins against a given runner-up (each rule keeps its
 // last one).
@@ -267,10 +270,10 @@ func (s *Set) visit(st *scan, bucket []int32) {
 		case st.best < 0:
 			st.best, st.bestHost = i, host
 		case betterIdx(s, i, st.best):
-			st.second, st.secondHost = st.best, st.bestHost
+			st.second = st.best
 			st.best, st.bestHost = i, host
 		case st.second < 0 || betterIdx(s, i, st.second):
-			st.second, st.secondHost = i, host
+			st.second = i
 		}
 	}
 }
