@@ -1,0 +1,520 @@
+// Package engine decides new connections: it takes each queued packet,
+// decodes it, asks attribution who is behind it, asks the rule set what to
+// do, gives the packet its verdict and records the decision.
+//
+// It owns the guarantee that every queued packet gets exactly one verdict,
+// and that no decision waits on another: the queue's reader only hands
+// packets over, workers decide, and a watchdog gives the default verdict to
+// anything held too long. It must not talk to the kernel, the bus or the
+// database directly: those sit behind the small interfaces below.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/attribution"
+	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/packet"
+	"github.com/tollgate-fw/tollgate/daemon/queue"
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// Verdicts gives held packets their verdict (the NFQUEUE).
+type Verdicts interface {
+	Verdict(id uint32, v queue.Verdict) error
+}
+
+// Attributor finds the process behind a connection.
+type Attributor interface {
+	Lookup(ctx context.Context, q attribution.Query) (attribution.Process, bool, error)
+}
+
+// Recorder keeps decisions: the connection log.
+type Recorder interface {
+	AppendLog(entries []shared.LogEntry) error
+}
+
+// Options are the engine's settings.
+type Options struct {
+	Mode          config.Mode
+	DefaultAction shared.Action
+	RejectMark    uint32        // OR-ed into the packet mark before NF_REPEAT to reject
+	WatchdogAge   time.Duration // held longer than this: default verdict
+	Workers       int           // deciding goroutines; 0 = a sensible default
+	Backlog       int           // packets waiting for a worker; past it, the default applies at once
+	LogFlush      time.Duration // how often the connection log is written; 0 = 250ms
+	IfName        func(index uint32) string
+}
+
+// Stats are counters since start.
+type Stats struct {
+	Decided, Allowed, Denied, Rejected uint64
+	Overflow                           uint64 // default verdict because the backlog was full
+	Watchdog                           uint64 // default verdict given by the watchdog
+	Undecodable                        uint64 // packets that could not be parsed (default verdict)
+	VerdictErrors                      uint64
+	LogDropped                         uint64 // log entries lost because the log writer fell behind
+	Held                               int    // packets waiting for a verdict now
+}
+
+// Engine decides connections. Create it with New, feed it with Handle, and
+// run it with Run.
+type Engine struct {
+	opts     Options
+	log      *slog.Logger
+	verdicts Verdicts
+	attrib   Attributor
+	rec      Recorder
+	now      func() time.Time
+
+	rules   atomic.Pointer[rules.Set]
+	mode    atomic.Value // config.Mode
+	backlog chan queue.Packet
+	logBuf  chan shared.LogEntry
+	nextID  atomic.Uint64
+
+	mu   sync.Mutex
+	held map[uint32]held // packet id -> held packet; deleted by whoever gives the verdict
+
+	hitMu sync.Mutex
+	hits  map[string]Hit
+
+	decided, allowed, denied, rejected atomic.Uint64
+	overflow, watchdog, undecodable    atomic.Uint64
+	verdictErrors, logDropped          atomic.Uint64
+}
+
+// held is a packet waiting for its verdict.
+type held struct {
+	since time.Time
+	mark  uint32 // the packet's mark, kept when rejecting
+}
+
+// Hit counts how often a rule decided and when it last did.
+type Hit struct {
+	Count uint64
+	Last  time.Time
+}
+
+// New makes an engine. rec may be nil (no connection log).
+func New(opts Options, log *slog.Logger, v Verdicts, a Attributor, rec Recorder) *Engine {
+	if opts.Workers <= 0 {
+		opts.Workers = 16
+	}
+	if opts.Backlog <= 0 {
+		opts.Backlog = 4096
+	}
+	if opts.LogFlush <= 0 {
+		opts.LogFlush = 250 * time.Millisecond
+	}
+	if opts.IfName == nil {
+		opts.IfName = func(uint32) string { return "" }
+	}
+	e := &Engine{
+		opts:     opts,
+		log:      log,
+		verdicts: v,
+		attrib:   a,
+		rec:      rec,
+		now:      time.Now,
+		backlog:  make(chan queue.Packet, opts.Backlog),
+		logBuf:   make(chan shared.LogEntry, 8192),
+		held:     make(map[uint32]held),
+		hits:     make(map[string]Hit),
+	}
+	e.mode.Store(opts.Mode)
+	e.rules.Store(rules.NewSet(nil))
+	return e
+}
+
+// SetRules swaps in a new rule set; decisions already running finish with
+// the old one.
+func (e *Engine) SetRules(s *rules.Set) { e.rules.Store(s) }
+
+// Rules returns the rule set in force.
+func (e *Engine) Rules() *rules.Set { return e.rules.Load() }
+
+// SetMode changes the mode for every later decision.
+func (e *Engine) SetMode(m config.Mode) { e.mode.Store(m) }
+
+// Mode returns the mode in force.
+func (e *Engine) Mode() config.Mode { return e.mode.Load().(config.Mode) }
+
+// Handle takes one queued packet. It never blocks: it is called on the
+// queue's reader goroutine. When the backlog is full, the packet gets the
+// default verdict at once.
+func (e *Engine) Handle(p queue.Packet) {
+	e.mu.Lock()
+	e.held[p.ID] = held{since: e.now(), mark: p.Mark}
+	e.mu.Unlock()
+	select {
+	case e.backlog <- p:
+	default:
+		e.overflow.Add(1)
+		e.settleDefault(p.ID, "backlog full")
+	}
+}
+
+// Run decides packets until ctx ends; then it gives every packet still held
+// the default verdict, writes the log and returns.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := 0; i < e.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.work(ctx)
+		}()
+	}
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		e.writeLog(ctx)
+	}()
+	e.watch(ctx)
+	wg.Wait()
+	// Whatever is still waiting, in the backlog or held, gets the default.
+	for {
+		select {
+		case p := <-e.backlog:
+			e.settleDefault(p.ID, "daemon stopping")
+			continue
+		default:
+		}
+		break
+	}
+	e.mu.Lock()
+	ids := make([]uint32, 0, len(e.held))
+	for id := range e.held {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	for _, id := range ids {
+		e.settleDefault(id, "daemon stopping")
+	}
+	<-logDone
+	return nil
+}
+
+func (e *Engine) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-e.backlog:
+			e.decide(ctx, p)
+		}
+	}
+}
+
+// watch is the watchdog: nothing stays held longer than WatchdogAge.
+func (e *Engine) watch(ctx context.Context) {
+	period := e.opts.WatchdogAge / 4
+	if period <= 0 || period > time.Second {
+		period = time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.sweep()
+		}
+	}
+}
+
+// sweep gives the default verdict to every packet held longer than
+// WatchdogAge, and returns how many it found.
+func (e *Engine) sweep() int {
+	cutoff := e.now().Add(-e.opts.WatchdogAge)
+	var old []uint32
+	e.mu.Lock()
+	for id, h := range e.held {
+		if h.since.Before(cutoff) {
+			old = append(old, id)
+		}
+	}
+	e.mu.Unlock()
+	for _, id := range old {
+		if e.settleDefault(id, "held too long (watchdog)") {
+			e.watchdog.Add(1)
+		}
+	}
+	return len(old)
+}
+
+// claim takes the packet out of the held set; only the caller that claims it
+// gives its verdict.
+func (e *Engine) claim(id uint32) (held, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	h, ok := e.held[id]
+	if ok {
+		delete(e.held, id)
+	}
+	return h, ok
+}
+
+// settleDefault gives the default verdict to a packet, unless somebody else
+// already gave it one.
+func (e *Engine) settleDefault(id uint32, why string) bool {
+	h, ok := e.claim(id)
+	if !ok {
+		return false
+	}
+	mark := h.mark
+	a := e.opts.DefaultAction
+	if m := e.Mode(); m != config.ModeEnforcing {
+		a = shared.ActionAllow
+	}
+	e.log.Warn("default verdict", "packet", id, "action", a, "reason", why)
+	e.give(id, mark, a)
+	return true
+}
+
+// give sends the verdict for a claimed packet.
+func (e *Engine) give(id uint32, mark uint32, a shared.Action) {
+	var v queue.Verdict
+	switch a {
+	case shared.ActionAllow:
+		v = queue.Verdict{Kind: queue.Accept}
+		e.allowed.Add(1)
+	case shared.ActionReject:
+		// The chain rejects packets carrying the mark; the verdict mark
+		// replaces the packet's, so the old bits are kept.
+		v = queue.Verdict{Kind: queue.Repeat, Mark: mark | e.opts.RejectMark, SetMark: true}
+		e.rejected.Add(1)
+	default:
+		v = queue.Verdict{Kind: queue.Drop}
+		e.denied.Add(1)
+	}
+	e.decided.Add(1)
+	if err := e.verdicts.Verdict(id, v); err != nil {
+		e.verdictErrors.Add(1)
+		e.log.Error("give verdict", "packet", id, "action", a, "err", err)
+	}
+}
+
+// decide runs the whole path for one packet.
+func (e *Engine) decide(ctx context.Context, p queue.Packet) {
+	mode := e.Mode()
+	var pkt packet.Packet
+	if err := packet.Decode(p.Payload, &pkt); err != nil {
+		e.undecodable.Add(1)
+		e.log.Warn("undecodable packet", "packet", p.ID, "len", len(p.Payload), "err", err)
+		e.settleDefault(p.ID, "undecodable packet")
+		return
+	}
+	c := e.connection(ctx, p, &pkt)
+	var v shared.Verdict
+	var rule *shared.Rule
+	switch mode {
+	case config.ModeDisabled:
+		if _, ok := e.claim(p.ID); ok {
+			e.give(p.ID, p.Mark, shared.ActionAllow)
+		}
+		return
+	default:
+		d := e.rules.Load().Decide(&c, c.Time)
+		rule = d.Rule
+		if rule != nil {
+			v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation}
+		} else {
+			v = shared.Verdict{Action: e.opts.DefaultAction,
+				Reason: fmt.Sprintf("no rule matched and nobody can be asked: default action %s", e.opts.DefaultAction)}
+		}
+	}
+	act := v.Action
+	if mode == config.ModeMonitor {
+		v.Monitor = true
+		act = shared.ActionAllow
+	}
+	if _, ok := e.claim(p.ID); !ok {
+		// The watchdog or shutdown got there first; it gave the default.
+		return
+	}
+	e.give(p.ID, p.Mark, act)
+	if rule != nil {
+		e.hit(rule.ID, c.Time)
+	}
+	e.record(c, v)
+}
+
+// connection builds the attributed connection for a decoded packet.
+func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Packet) shared.Connection {
+	c := shared.Connection{
+		ID:       e.nextID.Add(1),
+		Time:     p.Time,
+		ProtoNum: pkt.Proto,
+		Proto:    protoOf(pkt.Proto),
+		UID:      p.UID,
+		GID:      p.GID,
+	}
+	if c.Time.IsZero() {
+		c.Time = e.now()
+	}
+	// The OUTPUT hook knows only the outgoing device, INPUT only the incoming.
+	inbound := p.InDev != 0 && p.OutDev == 0
+	if inbound {
+		c.Direction = shared.DirectionIn
+		c.LocalIP, c.LocalPort = pkt.Dst, pkt.DstPort
+		c.RemoteIP, c.RemotePort = pkt.Src, pkt.SrcPort
+		c.Iface = e.opts.IfName(p.InDev)
+	} else {
+		c.Direction = shared.DirectionOut
+		c.LocalIP, c.LocalPort = pkt.Src, pkt.SrcPort
+		c.RemoteIP, c.RemotePort = pkt.Dst, pkt.DstPort
+		c.Iface = e.opts.IfName(p.OutDev)
+	}
+	c.Attribution = shared.AttributedNone
+	if c.UID >= 0 {
+		c.Attribution = shared.AttributedUIDOnly
+	}
+	if e.attrib == nil {
+		return c
+	}
+	q := attribution.Query{
+		Proto:   pkt.Proto,
+		Inbound: inbound,
+		Local:   netip.AddrPortFrom(c.LocalIP, c.LocalPort),
+		Remote:  netip.AddrPortFrom(c.RemoteIP, c.RemotePort),
+		UID:     c.UID,
+	}
+	proc, found, err := e.attrib.Lookup(ctx, q)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		e.log.Debug("attribution", "conn", c.ID, "err", err)
+	}
+	if !found {
+		return c
+	}
+	c.PID, c.PIDStart, c.PPID = proc.PID, proc.PIDStart, proc.PPID
+	c.Exe, c.ExeSHA256, c.Cmdline, c.Unit, c.User = proc.Exe, proc.ExeSHA256, proc.Cmdline, proc.Unit, proc.User
+	if c.UID < 0 {
+		c.UID, c.GID = proc.UID, proc.GID // inbound: the listener's owner
+	}
+	c.Attribution = shared.AttributedProcess
+	return c
+}
+
+func protoOf(n uint8) shared.Proto {
+	switch n {
+	case packet.ProtoTCP:
+		return shared.ProtoTCP
+	case packet.ProtoUDP, packet.ProtoUDPLite:
+		return shared.ProtoUDP
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		return shared.ProtoICMP
+	}
+	return shared.ProtoAny
+}
+
+func (e *Engine) hit(id string, t time.Time) {
+	e.hitMu.Lock()
+	h := e.hits[id]
+	h.Count++
+	h.Last = t
+	e.hits[id] = h
+	e.hitMu.Unlock()
+}
+
+// TakeHits returns the rule hits counted since the last call and resets
+// them, for the caller to persist.
+func (e *Engine) TakeHits() map[string]Hit {
+	e.hitMu.Lock()
+	defer e.hitMu.Unlock()
+	h := e.hits
+	e.hits = make(map[string]Hit)
+	return h
+}
+
+// record logs a decision: a line for the operator and an entry for the
+// connection log.
+func (e *Engine) record(c shared.Connection, v shared.Verdict) {
+	lvl := slog.LevelInfo
+	if e.log.Enabled(context.Background(), lvl) {
+		who := c.Exe
+		if c.PID == 0 {
+			who = fmt.Sprintf("uid %d (process unknown)", c.UID)
+		}
+		e.log.Log(context.Background(), lvl, "decided",
+			"verdict", v.Action, "monitor", v.Monitor,
+			"dir", c.Direction, "proto", c.Proto,
+			"local", netip.AddrPortFrom(c.LocalIP, c.LocalPort).String(),
+			"remote", netip.AddrPortFrom(c.RemoteIP, c.RemotePort).String(),
+			"who", who, "pid", c.PID, "uid", c.UID, "rule", v.RuleID, "reason", v.Reason)
+	}
+	if e.rec == nil {
+		return
+	}
+	select {
+	case e.logBuf <- shared.LogEntry{Connection: c, Verdict: v}:
+	default:
+		e.logDropped.Add(1)
+	}
+}
+
+// writeLog batches log entries into the recorder.
+func (e *Engine) writeLog(ctx context.Context) {
+	if e.rec == nil {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(e.opts.LogFlush)
+	defer t.Stop()
+	batch := make([]shared.LogEntry, 0, 256)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := e.rec.AppendLog(batch); err != nil {
+			e.logDropped.Add(uint64(len(batch)))
+			e.log.Error("write connection log", "entries", len(batch), "err", err)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case le := <-e.logBuf:
+			batch = append(batch, le)
+			if len(batch) == cap(batch) {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		case <-ctx.Done():
+			for {
+				select {
+				case le := <-e.logBuf:
+					batch = append(batch, le)
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	held := len(e.held)
+	e.mu.Unlock()
+	return Stats{
+		Decided: e.decided.Load(), Allowed: e.allowed.Load(), Denied: e.denied.Load(), Rejected: e.rejected.Load(),
+		Overflow: e.overflow.Load(), Watchdog: e.watchdog.Load(), Undecodable: e.undecodable.Load(),
+		VerdictErrors: e.verdictErrors.Load(), LogDropped: e.logDropped.Load(), Held: held,
+	}
+}
