@@ -1,0 +1,931 @@
+// Package attribution finds the process and user behind a connection.
+//
+// It owns the way from a packet's 5-tuple to a process: an exact sock_diag
+// lookup gives the socket's inode and owner; an inode→pid index, filled by
+// reading /proc/PID/fd and checked with one readlink per hit, gives the
+// process; process facts (executable, its sha256, command line, parent,
+// user, cgroup / systemd unit, Flatpak or snap app) are read from /proc and
+// cached by (pid, start time). Where the kernel offers it (the initial
+// network namespace) the proc connector's exec, exit and id-change events
+// keep the caches exact without re-reading; elsewhere each cached fact is
+// re-checked on use.
+//
+// It never guesses: when the socket or its holder cannot be found, the
+// connection is attributed to its uid alone and Lookup says so. It must not
+// dump whole socket tables per connection, decide verdicts, change
+// netfilter, or keep facts of a pid past the life of that process (except
+// briefly, so a process that exits right after sending is still named).
+package attribution
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/process"
+	"golang.org/x/sys/unix"
+)
+
+// IP protocol numbers a Query may carry.
+const (
+	protoICMP    = 1
+	protoTCP     = 6
+	protoUDP     = 17
+	protoICMPv6  = 58
+	protoUDPLite = 136
+)
+
+// Query describes one new connection as the packet shows it.
+type Query struct {
+	Proto   uint8 // IP protocol: 6 tcp, 17 udp, 136 udplite, 1 icmp, 58 icmpv6
+	Inbound bool  // the packet came in (the local side is its destination)
+	// Local and Remote are this machine's and the peer's ends. For ICMP
+	// echo, Local.Port() is the echo identifier (ping sockets use it as
+	// their port) and Remote.Port() is 0.
+	Local, Remote netip.AddrPort
+	UID, GID      int64  // socket owner from the queue (NFQUEUE UID/GID); -1 unknown
+	IfIndex       uint32 // packet's interface index, 0 unknown; needed for sockets bound to a device
+}
+
+// Process is what Lookup learned. When found is false only the uid fields,
+// User and Inode may be set.
+type Process struct {
+	PID       int
+	PIDStart  uint64 // start time, clock ticks since boot: (PID, PIDStart) names one process
+	PPID      int
+	UID, GID  int64 // the process's real ids; for a uid-only answer, the socket's owner
+	SockUID   int64 // socket owner as sock_diag reports it; -1 unknown
+	Exe       string
+	ExeSHA256 string // lower-case hex; "" when the file could not be read
+	Cmdline   string // arguments joined by spaces
+	Cgroup    string // cgroup v2 path (or v1 name=systemd)
+	Unit      string // innermost systemd unit: "sshd.service", "app-…-1234.scope"
+	App       string // sandboxed app: "flatpak:org.mozilla.firefox", "snap:firefox"; "" otherwise
+	User      string // name of UID
+	Inode     uint64 // socket inode; 0 when no socket was found
+}
+
+// Options tune an Attributor. The zero value is the production setting.
+type Options struct {
+	// ProcRoot is where procfs is mounted; default /proc.
+	ProcRoot string
+	// NoProcEvents disables the proc connector.
+	NoProcEvents bool
+	// ProcEventsNetns opens the proc connector socket in the network
+	// namespace at this path (e.g. /proc/1/ns/net) when the daemon runs in
+	// another one: the kernel offers the connector in the initial network
+	// namespace only, and process events do not depend on it.
+	ProcEventsNetns string
+	// IndexSize bounds the inode→pid index (per generation); default 32768.
+	IndexSize int
+	// ExitGrace is how long facts of a process that held a socket stay
+	// usable after it exits; default 5s.
+	ExitGrace time.Duration
+	// NoInitialScan skips reading all of /proc/*/fd at start.
+	NoInitialScan bool
+
+	// Test hooks: replace the kernel.
+	sockets socketTable
+	events  eventSource
+}
+
+// ErrClosed is returned by an Attributor after Close.
+var ErrClosed = errors.New("attributor closed")
+
+// errBadFlow means a query that has no socket to look up.
+var errBadFlow = errors.New("not a flow sock_diag can look up")
+
+// socketTable finds the socket of a flow (sock_diag in production).
+type socketTable interface {
+	// find returns the socket a flow belongs to: for TCP the connection
+	// local→remote, or with listen the listener that takes connections to
+	// local; for UDP the socket a datagram remote→local reaches. It
+	// returns errNoSocket when there is none.
+	find(proto uint8, local, remote netip.AddrPort, ifindex uint32, listen bool) (sockInfo, error)
+	close() error
+}
+
+// eventSource delivers process events (the proc connector in production).
+type eventSource interface {
+	// drain delivers every queued event without blocking; lost says the
+	// kernel dropped some.
+	drain(fn func(procEvent)) (lost bool, err error)
+	// wait blocks until events are queued; ErrClosed after interrupt.
+	wait() error
+	interrupt()
+	close() error
+}
+
+// Stats are counters since New.
+type Stats struct {
+	Lookups      uint64 // Lookup calls
+	Found        uint64 // answered with a process
+	NoSocket     uint64 // no socket for the flow (or no inode: TIME_WAIT...)
+	IndexHits    uint64 // holder found through the inode→pid index
+	Scans        uint64 // searches through /proc/*/fd
+	ScannedProcs uint64 // processes whose fds were read during searches
+	FactsCached  uint64 // facts answered from the cache
+	ExitedHolder uint64 // answered with facts of a holder that had just exited
+	ProcEvents   bool   // the proc connector is in use
+	EventsLost   uint64 // times the kernel dropped proc events
+}
+
+// Attributor answers Lookups. It is safe for concurrent use.
+type Attributor struct {
+	log    *slog.Logger
+	opts   Options
+	proc   *procFS
+	socks  socketTable
+	ev     eventSource // nil without the proc connector
+	hashes *hashCache
+
+	evMu sync.Mutex // serializes draining and applying events
+
+	mu        sync.Mutex
+	index     *genCache[uint64, indexEntry]
+	facts     *genCache[int, *procFacts]
+	lastEv    map[int]uint64 // pid → sequence number of its last event
+	evSeq     uint64         // events applied so far
+	evFloor   uint64         // lastEv holds every event after this one
+	mru       []mruEntry     // recent holders, newest first
+	execs     []int          // recently exec'd pids, newest first
+	users     map[int64]userEntry
+	closed    bool
+	prefetchQ chan int
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nExited, nLost atomic.Uint64
+}
+
+// indexEntry says which process held a socket inode when last seen.
+type indexEntry struct {
+	pid   int
+	fd    int
+	start uint64 // the holder's start time
+	seen  time.Time
+}
+
+type mruEntry struct {
+	pid int
+	uid uint32
+}
+
+type userEntry struct {
+	name string
+	at   time.Time
+}
+
+// procFacts are the facts of one process (pid, start).
+type procFacts struct {
+	p        Process // without socket fields
+	exe      exeID
+	hashed   bool
+	trusted  bool // the proc connector vouches for it: no exec or id change since it was read
+	exitedAt time.Time
+}
+
+const (
+	maxMRU       = 16
+	maxExecs     = 32
+	maxLastEv    = 16384
+	userTTL      = 10 * time.Minute
+	maxFacts     = 4096
+	maxHashes    = 1024
+	prefetchSize = 256
+)
+
+// New makes an Attributor. It opens sock_diag and tries the proc connector,
+// logging when that is unavailable (attribution stays correct without it).
+func New(ctx context.Context, log *slog.Logger, opts Options) (*Attributor, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.IndexSize <= 0 {
+		opts.IndexSize = 32768
+	}
+	if opts.ExitGrace <= 0 {
+		opts.ExitGrace = 5 * time.Second
+	}
+	a := &Attributor{
+		log:       log,
+		opts:      opts,
+		proc:      newProcFS(opts.ProcRoot),
+		hashes:    newHashCache(maxHashes),
+		index:     newGenCache[uint64, indexEntry](opts.IndexSize),
+		facts:     newGenCache[int, *procFacts](maxFacts),
+		lastEv:    make(map[int]uint64),
+		users:     make(map[int64]userEntry),
+		prefetchQ: make(chan int, prefetchSize),
+		stop:      make(chan struct{}),
+	}
+	a.socks = opts.sockets
+	if a.socks == nil {
+		t, err := newSocketTable()
+		if err != nil {
+			return nil, fmt.Errorf("open socket table: %w", err)
+		}
+		a.socks = t
+	}
+	a.ev = opts.events
+	if a.ev == nil && !opts.NoProcEvents {
+		ev, err := newEventSource(opts.ProcEventsNetns)
+		if err != nil {
+			log.Info("proc connector unavailable: cached process facts are re-checked on each lookup", "err", err)
+		} else {
+			a.ev = ev
+		}
+	}
+	if a.ev != nil {
+		log.Debug("proc connector in use")
+		a.wg.Add(2)
+		go a.eventLoop()
+		go a.prefetchLoop()
+	}
+	if !opts.NoInitialScan {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			n, err := a.indexAll(ctx)
+			if err != nil {
+				log.Debug("initial socket index incomplete", "err", err)
+			}
+			log.Debug("initial socket index", "sockets", n)
+		}()
+	}
+	return a, nil
+}
+
+// Close stops event processing and releases kernel sockets.
+func (a *Attributor) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	a.mu.Unlock()
+	close(a.stop)
+	if a.ev != nil {
+		a.ev.interrupt()
+	}
+	a.wg.Wait()
+	var errs []error
+	if a.ev != nil {
+		errs = append(errs, a.ev.close())
+	}
+	errs = append(errs, a.socks.close())
+	return errors.Join(errs...)
+}
+
+// Stats returns the counters.
+func (a *Attributor) Stats() Stats {
+	return Stats{
+		Lookups: a.nLookups.Load(), Found: a.nFound.Load(), NoSocket: a.nNoSocket.Load(),
+		IndexHits: a.nIndexHits.Load(), Scans: a.nScans.Load(), ScannedProcs: a.nScanned.Load(),
+		FactsCached: a.nCached.Load(), ExitedHolder: a.nExited.Load(),
+		ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
+	}
+}
+
+// Alive reports whether the process (pid, start) still runs: a lifetime=
+// process rule ends when it returns false. A reused pid is not alive.
+func (a *Attributor) Alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := a.proc.stat(pid)
+	return err == nil && !st.exited() && st.Start == start
+}
+
+// Lookup finds the process behind a connection. found=false means the
+// connection is attributed to its uid alone (Process.UID, from the query or
+// else from the socket); the error, if any, says why the search failed and
+// the uid-only answer still holds.
+func (a *Attributor) Lookup(ctx context.Context, q Query) (Process, bool, error) {
+	a.nLookups.Add(1)
+	res := Process{UID: q.UID, GID: q.GID, SockUID: -1}
+	a.mu.Lock()
+	closed := a.closed
+	a.mu.Unlock()
+	if closed {
+		return a.uidOnly(res), false, ErrClosed
+	}
+	sock, err := a.findSocket(q)
+	if err != nil {
+		a.nNoSocket.Add(1)
+		if errors.Is(err, errNoSocket) || errors.Is(err, errBadFlow) {
+			err = nil
+		}
+		return a.uidOnly(res), false, err
+	}
+	res.Inode = sock.Inode
+	res.SockUID = int64(sock.UID)
+	if res.UID < 0 {
+		res.UID = int64(sock.UID)
+	}
+	if sock.Inode == 0 {
+		a.nNoSocket.Add(1)
+		return a.uidOnly(res), false, nil
+	}
+	a.syncEvents()
+
+	pid, st, hint, err := a.holder(ctx, sock.Inode, sock.UID)
+	if err != nil && !isGone(err) {
+		return a.uidOnly(res), false, err
+	}
+	var f *procFacts
+	if pid > 0 {
+		f, err = a.factsOf(pid, st)
+		if err != nil {
+			// Gone between finding and reading: facts read earlier
+			// (exec prefetch, a previous lookup) may still name it.
+			f = a.cachedFacts(pid, st.Start)
+		}
+	} else if hint.pid > 0 && hint.start != 0 && time.Since(hint.seen) <= a.opts.ExitGrace {
+		// Nobody holds the socket now, but hint.pid did moments ago and
+		// has exited: its facts name the sender.
+		if f = a.cachedFacts(hint.pid, hint.start); f != nil && a.Alive(hint.pid, hint.start) {
+			f = nil // alive yet not holding it: it passed the socket on
+		}
+		if f != nil {
+			a.nExited.Add(1)
+		}
+	}
+	if f == nil {
+		return a.uidOnly(res), false, nil
+	}
+	p := f.p
+	p.SockUID, p.Inode = res.SockUID, res.Inode
+	a.nFound.Add(1)
+	return p, true, nil
+}
+
+// uidOnly completes a uid-only answer.
+func (a *Attributor) uidOnly(p Process) Process {
+	p.PID, p.PIDStart, p.PPID = 0, 0, 0
+	if p.UID >= 0 {
+		p.User = a.userName(p.UID)
+	}
+	return p
+}
+
+// findSocket asks the socket table (or, for ICMP echo, the ping socket
+// table) for the flow's socket.
+func (a *Attributor) findSocket(q Query) (sockInfo, error) {
+	if !q.Local.IsValid() || !q.Remote.IsValid() {
+		return sockInfo{}, errBadFlow
+	}
+	switch q.Proto {
+	case protoTCP:
+		return a.socks.find(q.Proto, q.Local, q.Remote, q.IfIndex, q.Inbound)
+	case protoUDP, protoUDPLite:
+		return a.socks.find(q.Proto, q.Local, q.Remote, q.IfIndex, false)
+	case protoICMP, protoICMPv6:
+		if q.Inbound {
+			// Echo requests are answered by the kernel, not a socket.
+			return sockInfo{}, errBadFlow
+		}
+		return a.pingSocket(q)
+	}
+	return sockInfo{}, errBadFlow
+}
+
+// pingSocket finds the ping socket (SOCK_DGRAM, IPPROTO_ICMP) whose echo
+// identifier is the query's: sock_diag does not cover ping sockets, but
+// /proc/net/icmp{,6} lists them (a short table). Raw sockets cannot be told
+// apart by identifier and are not searched.
+func (a *Attributor) pingSocket(q Query) (sockInfo, error) {
+	name := "icmp"
+	fam := uint8(afInet)
+	if q.Proto == protoICMPv6 || !q.Local.Addr().Unmap().Is4() {
+		name, fam = "icmp6", afInet6
+	}
+	b, err := os.ReadFile(a.opts.ProcRoot + "/net/" + name)
+	if err != nil {
+		if isGone(err) {
+			return sockInfo{}, errNoSocket
+		}
+		return sockInfo{}, fmt.Errorf("read ping sockets: %w", err)
+	}
+	var found []sockInfo
+	err = parseProcNet(b, func(e procNetEntry) {
+		s := sockInfo{Family: fam, State: e.State, Local: e.Local, Remote: e.Remote, UID: e.UID, Inode: e.Inode}
+		if s.matchesFlow(q.Local, netip.AddrPortFrom(q.Remote.Addr(), 0), false) {
+			found = append(found, s)
+		}
+	})
+	if err != nil {
+		return sockInfo{}, fmt.Errorf("read ping sockets: %w", err)
+	}
+	if len(found) != 1 {
+		return sockInfo{}, errNoSocket // none, or ambiguous: never guess
+	}
+	return found[0], nil
+}
+
+// holder finds the live process holding socket inode. When none holds it,
+// hint is the last known holder from the index (for the exit grace).
+func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int, statInfo, indexEntry, error) {
+	a.mu.Lock()
+	e, ok := a.index.get(inode)
+	a.mu.Unlock()
+	if ok && a.proc.fdHolds(e.pid, e.fd, inode) {
+		st, err := a.proc.stat(e.pid)
+		if err == nil && !st.exited() {
+			a.nIndexHits.Add(1)
+			a.mu.Lock()
+			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
+			a.touchMRU(e.pid, uid)
+			a.mu.Unlock()
+			return e.pid, st, e, nil
+		}
+	}
+	pid, st, err := a.scan(ctx, inode, uid)
+	if pid > 0 {
+		a.mu.Lock()
+		a.touchMRU(pid, uid)
+		a.mu.Unlock()
+	}
+	return pid, st, e, err
+}
+
+// touchMRU moves pid to the front of the recent holders. a.mu is held.
+func (a *Attributor) touchMRU(pid int, uid uint32) {
+	for i, m := range a.mru {
+		if m.pid == pid {
+			copy(a.mru[1:i+1], a.mru[:i])
+			a.mru[0] = mruEntry{pid, uid}
+			return
+		}
+	}
+	if len(a.mru) < maxMRU {
+		a.mru = append(a.mru, mruEntry{})
+	}
+	copy(a.mru[1:], a.mru[:len(a.mru)-1])
+	a.mru[0] = mruEntry{pid, uid}
+}
+
+// scan searches /proc/*/fd for the holder of inode, recording every socket
+// it reads in the index. It tries likely holders first: recently exec'd
+// processes and recent holders of the same uid, then processes owned by
+// the uid, newest first, then root's (non-dumpable processes show as
+// root's), then the rest.
+func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, statInfo, error) {
+	a.nScans.Add(1)
+	tried := make(map[int]bool, 64)
+	try := func(pid int) (statInfo, bool) {
+		if tried[pid] {
+			return statInfo{}, false
+		}
+		tried[pid] = true
+		st, found := a.indexProcess(pid, inode)
+		return st, found
+	}
+	a.mu.Lock()
+	hints := make([]int, 0, len(a.execs)+len(a.mru))
+	hints = append(hints, a.execs...)
+	for _, m := range a.mru {
+		if m.uid == uid {
+			hints = append(hints, m.pid)
+		}
+	}
+	a.mu.Unlock()
+	for _, pid := range hints {
+		if st, ok := try(pid); ok {
+			return pid, st, nil
+		}
+	}
+	pids, err := a.proc.pids()
+	if err != nil {
+		return 0, statInfo{}, err
+	}
+	var rootOwned, others []int
+	for _, pid := range pids {
+		if tried[pid] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, statInfo{}, fmt.Errorf("search socket holder: %w", err)
+		}
+		owner, err := a.proc.owner(pid)
+		if err != nil {
+			continue
+		}
+		switch {
+		case owner == uid:
+			if st, ok := try(pid); ok {
+				return pid, st, nil
+			}
+		case owner == 0:
+			rootOwned = append(rootOwned, pid)
+		default:
+			others = append(others, pid)
+		}
+	}
+	for _, list := range [][]int{rootOwned, others} {
+		for _, pid := range list {
+			if err := ctx.Err(); err != nil {
+				return 0, statInfo{}, fmt.Errorf("search socket holder: %w", err)
+			}
+			if st, ok := try(pid); ok {
+				return pid, st, nil
+			}
+		}
+	}
+	return 0, statInfo{}, nil
+}
+
+// indexProcess reads the sockets of pid into the index and reports whether
+// it holds want (then with its stat). Only the holder's stat is read (a
+// procfs read costs as much as several fd links): other entries are
+// recorded without a start time, which a later hit fills in.
+func (a *Attributor) indexProcess(pid int, want uint64) (statInfo, bool) {
+	a.nScanned.Add(1)
+	now := time.Now()
+	var batch []indexEntry
+	var inodes []uint64
+	found := false
+	_ = a.proc.sockets(pid, func(inode uint64, fd int) bool {
+		batch = append(batch, indexEntry{pid: pid, fd: fd, seen: now})
+		inodes = append(inodes, inode)
+		if inode == want && want != 0 {
+			found = true
+		}
+		return true
+	})
+	var st statInfo
+	if found {
+		var err error
+		if st, err = a.proc.stat(pid); err != nil || st.exited() {
+			return statInfo{}, false
+		}
+		for i := range batch {
+			batch[i].start = st.Start
+		}
+	}
+	if len(batch) > 0 {
+		a.mu.Lock()
+		for i, e := range batch {
+			a.index.put(inodes[i], e)
+		}
+		a.mu.Unlock()
+	}
+	return st, found
+}
+
+// indexAll reads every process's sockets into the index.
+func (a *Attributor) indexAll(ctx context.Context) (int, error) {
+	pids, err := a.proc.pids()
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids {
+		select {
+		case <-a.stop:
+			return a.indexLen(), ErrClosed
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return a.indexLen(), err
+		}
+		a.indexProcess(pid, 0)
+	}
+	return a.indexLen(), nil
+}
+
+func (a *Attributor) indexLen() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index.len()
+}
+
+// cachedFacts returns the cached facts of (pid, start), or nil.
+func (a *Attributor) cachedFacts(pid int, start uint64) *procFacts {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if f, ok := a.facts.get(pid); ok && f.p.PIDStart == start {
+		return f
+	}
+	return nil
+}
+
+// factsOf returns the facts of the live process pid with stat st: from the
+// cache when the proc connector vouches for them or a re-check of the
+// executable, command line and ids shows no exec or id change; read afresh
+// otherwise.
+func (a *Attributor) factsOf(pid int, st statInfo) (*procFacts, error) {
+	a.mu.Lock()
+	f, ok := a.facts.get(pid)
+	seq := a.evSeq
+	a.mu.Unlock()
+	if ok && f.p.PIDStart == st.Start && f.hashed {
+		if f.trusted {
+			a.nCached.Add(1)
+			return a.withPPID(f, st), nil
+		}
+		id, err := a.readIdentity(pid)
+		if err != nil {
+			return nil, err
+		}
+		if id.same(f.p, f.exe) {
+			a.nCached.Add(1)
+			if a.ev != nil {
+				a.mu.Lock()
+				if cur, ok := a.facts.get(pid); ok && cur == f && !a.eventSinceLocked(pid, seq) {
+					g := *f
+					g.trusted = true
+					a.facts.put(pid, &g)
+				}
+				a.mu.Unlock()
+			}
+			return a.withPPID(f, st), nil
+		}
+	}
+	return a.gather(pid, st)
+}
+
+// withPPID returns f with the parent from a fresh stat (a process is
+// re-parented when its parent exits, without any event we follow).
+func (a *Attributor) withPPID(f *procFacts, st statInfo) *procFacts {
+	if f.p.PPID == st.PPID {
+		return f
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g := *f
+	g.p.PPID = st.PPID
+	if cur, ok := a.facts.get(f.p.PID); ok && cur == f {
+		a.facts.put(f.p.PID, &g)
+	}
+	return &g
+}
+
+// identity is what re-checking a cached process reads.
+type identity struct {
+	exe, cmdline string
+	exeID        exeID
+	uid, gid     int64
+}
+
+// same reports whether nothing an exec or id change would alter differs.
+func (id identity) same(p Process, eid exeID) bool {
+	return id.exe == p.Exe && id.exeID == eid && id.cmdline == p.Cmdline && id.uid == p.UID && id.gid == p.GID
+}
+
+// readIdentity reads the executable (path and file identity), command line
+// and real ids of pid.
+func (a *Attributor) readIdentity(pid int) (identity, error) {
+	gp := &process.Process{Pid: int32(pid)}
+	exe, err := gp.ExeWithContext(a.proc.gctx)
+	if err != nil {
+		return identity{}, fmt.Errorf("read exe of pid %d: %w", pid, err)
+	}
+	var est unix.Stat_t
+	if err := unix.Stat(a.proc.path(pid, "exe"), &est); err != nil {
+		return identity{}, fmt.Errorf("stat exe of pid %d: %w", pid, err)
+	}
+	cmd, err := gp.CmdlineWithContext(a.proc.gctx)
+	if err != nil {
+		return identity{}, fmt.Errorf("read cmdline of pid %d: %w", pid, err)
+	}
+	var buf [2048]byte
+	status, err := readSmall(a.proc.path(pid, "status"), buf[:0])
+	if err != nil {
+		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	uid, _, err := parseStatusIDs(status, "Uid")
+	if err != nil {
+		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	gid, _, err := parseStatusIDs(status, "Gid")
+	if err != nil {
+		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	}
+	return identity{exe: exe, exeID: exeIDOf(&est), cmdline: cmd, uid: uid, gid: gid}, nil
+}
+
+// gather reads the facts of pid afresh and caches them.
+func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
+	a.mu.Lock()
+	seq := a.evSeq
+	a.mu.Unlock()
+
+	// Open the executable first: the open file stays readable after the
+	// process exits, and it is the running image even when the path was
+	// replaced or lies in another mount namespace (Flatpak, containers).
+	exeFile, exeErr := os.Open(a.proc.path(pid, "exe"))
+	if exeFile != nil {
+		defer exeFile.Close()
+	}
+	id, err := a.readIdentity(pid)
+	if err != nil {
+		return nil, err
+	}
+	var cgroup string
+	var buf [1024]byte
+	if b, err := readSmall(a.proc.path(pid, "cgroup"), buf[:0]); err == nil {
+		cgroup = parseCgroup(b)
+	}
+	// The process must still be the one we found: same start, not exited.
+	if st2, err := a.proc.stat(pid); err != nil || st2.Start != st.Start || st2.exited() {
+		if err == nil {
+			err = fmt.Errorf("pid %d: %w", pid, os.ErrNotExist)
+		}
+		return nil, err
+	}
+	f := &procFacts{p: Process{
+		PID: pid, PIDStart: st.Start, PPID: st.PPID,
+		UID: id.uid, GID: id.gid, Exe: id.exe, Cmdline: id.cmdline, Cgroup: cgroup,
+	}}
+	f.p.Unit, f.p.App = cgroupUnit(cgroup)
+	f.p.User = a.userName(id.uid)
+	if exeErr == nil {
+		sum, eid, err := a.hashes.sum(exeFile)
+		if err == nil {
+			f.p.ExeSHA256, f.exe, f.hashed = sum, eid, true
+		} else {
+			a.log.Debug("hash executable", "pid", pid, "exe", id.exe, "err", err)
+		}
+	} else if !isGone(exeErr) {
+		a.log.Debug("open executable", "pid", pid, "err", exeErr)
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f.trusted = a.ev != nil && !a.eventSinceLocked(pid, seq)
+	if cur, ok := a.facts.get(pid); !ok || cur.p.PIDStart != st.Start || f.trusted || !cur.trusted {
+		a.facts.put(pid, f)
+	}
+	return f, nil
+}
+
+// eventSinceLocked reports whether an event for pid may have been applied
+// after event sequence number seq. a.mu is held.
+func (a *Attributor) eventSinceLocked(pid int, seq uint64) bool {
+	if seq < a.evFloor {
+		return true
+	}
+	return a.lastEv[pid] > seq
+}
+
+// userName returns the name of uid ("" if it has none), cached.
+func (a *Attributor) userName(uid int64) string {
+	a.mu.Lock()
+	u, ok := a.users[uid]
+	a.mu.Unlock()
+	if ok && time.Since(u.at) < userTTL {
+		return u.name
+	}
+	name := ""
+	if usr, err := user.LookupId(strconv.FormatInt(uid, 10)); err == nil {
+		name = usr.Username
+	}
+	a.mu.Lock()
+	if len(a.users) > 4096 {
+		clear(a.users)
+	}
+	a.users[uid] = userEntry{name: name, at: time.Now()}
+	a.mu.Unlock()
+	return name
+}
+
+// syncEvents applies every process event the kernel has queued, so that a
+// process that exec'd before its packet was queued is never answered with
+// facts from before the exec.
+func (a *Attributor) syncEvents() {
+	if a.ev == nil {
+		return
+	}
+	a.evMu.Lock()
+	defer a.evMu.Unlock()
+	lost, err := a.ev.drain(a.applyEvent)
+	if lost {
+		a.eventsLost()
+	}
+	if err != nil && !errors.Is(err, ErrClosed) {
+		a.log.Warn("read proc events", "err", err)
+		a.eventsLost()
+	}
+}
+
+// applyEvent updates the caches for one process event.
+func (a *Attributor) applyEvent(ev procEvent) {
+	if ev.PID <= 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch ev.What {
+	case procEventExec, procEventUID, procEventGID:
+		a.bumpLocked(ev.PID)
+		a.facts.delete(ev.PID)
+		if ev.What == procEventExec {
+			a.execs = append(a.execs, 0)
+			copy(a.execs[1:], a.execs)
+			a.execs[0] = ev.PID
+			if len(a.execs) > maxExecs {
+				a.execs = a.execs[:maxExecs]
+			}
+			select {
+			case a.prefetchQ <- ev.PID:
+			default: // busy: the lookup will read the facts itself
+			}
+		}
+	case procEventExit:
+		if ev.TID != ev.PID {
+			return // a thread ended, not the process
+		}
+		a.bumpLocked(ev.PID)
+		if f, ok := a.facts.get(ev.PID); ok && f.exitedAt.IsZero() {
+			g := *f
+			g.exitedAt = time.Now()
+			a.facts.put(ev.PID, &g)
+		}
+		for i, p := range a.execs {
+			if p == ev.PID {
+				a.execs = append(a.execs[:i], a.execs[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// bumpLocked records an event for pid. a.mu is held.
+func (a *Attributor) bumpLocked(pid int) {
+	a.evSeq++
+	if len(a.lastEv) >= maxLastEv {
+		clear(a.lastEv)
+		a.evFloor = a.evSeq
+	}
+	a.lastEv[pid] = a.evSeq
+}
+
+// eventsLost distrusts every cached fact after the kernel dropped events.
+func (a *Attributor) eventsLost() {
+	a.nLost.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.evSeq++
+	clear(a.lastEv)
+	a.evFloor = a.evSeq
+	var trusted []*procFacts
+	a.facts.each(func(_ int, f *procFacts) {
+		if f.trusted {
+			trusted = append(trusted, f)
+		}
+	})
+	for _, f := range trusted {
+		g := *f
+		g.trusted = false
+		a.facts.put(f.p.PID, &g)
+	}
+}
+
+// eventLoop applies process events as they come.
+func (a *Attributor) eventLoop() {
+	defer a.wg.Done()
+	for {
+		err := a.ev.wait()
+		if errors.Is(err, ErrClosed) {
+			return
+		}
+		if err != nil {
+			a.log.Warn("proc events stopped", "err", err)
+			return
+		}
+		a.syncEvents()
+	}
+}
+
+// prefetchLoop reads the facts of newly exec'd processes, so a process that
+// connects and exits at once is still named.
+func (a *Attributor) prefetchLoop() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case pid := <-a.prefetchQ:
+			st, err := a.proc.stat(pid)
+			if err != nil || st.exited() {
+				continue
+			}
+			if _, err := a.gather(pid, st); err != nil && !isGone(err) {
+				a.log.Debug("prefetch process facts", "pid", pid, "err", err)
+			}
+		}
+	}
+}

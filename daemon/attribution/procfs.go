@@ -1,0 +1,172 @@
+package attribution
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"github.com/shirou/gopsutil/v4/common"
+	"golang.org/x/sys/unix"
+)
+
+// procFS reads the process table under a proc root: /proc, or a fake tree
+// of plain files and symlinks in tests. Everything it reads has the layout
+// of procfs (PID/stat, PID/fd/N → "socket:[inode]", PID/exe, net/icmp...).
+type procFS struct {
+	root string
+	gctx context.Context // for gopsutil: points HOST_PROC at root
+}
+
+func newProcFS(root string) *procFS {
+	return &procFS{
+		root: root,
+		gctx: context.WithValue(context.Background(), common.EnvKey, common.EnvMap{common.HostProcEnvKey: root}),
+	}
+}
+
+func (p *procFS) path(pid int, name string) string {
+	return filepath.Join(p.root, strconv.Itoa(pid), name)
+}
+
+// readSmall reads a small proc file into buf (grown if needed).
+func readSmall(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 512)
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) || (err == nil && n == 0) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(buf) > 1<<20 {
+			return nil, fmt.Errorf("read %s: larger than 1 MiB", path)
+		}
+	}
+}
+
+// stat reads /proc/PID/stat.
+func (p *procFS) stat(pid int) (statInfo, error) {
+	var b [512]byte
+	data, err := readSmall(p.path(pid, "stat"), b[:0])
+	if err != nil {
+		return statInfo{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
+	}
+	st, err := parseStat(data)
+	if err != nil {
+		return statInfo{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
+	}
+	return st, nil
+}
+
+// owner returns the owner of /proc/PID: the process's effective uid, or
+// root for a process that is not dumpable.
+func (p *procFS) owner(pid int) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(p.root, strconv.Itoa(pid)), &st); err != nil {
+		return 0, err
+	}
+	return st.Uid, nil
+}
+
+// pids lists the process ids under the root, highest (newest) first.
+func (p *procFS) pids() ([]int, error) {
+	d, err := os.Open(p.root)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	pids := make([]int, 0, len(names))
+	for _, n := range names {
+		if n == "" || n[0] < '1' || n[0] > '9' {
+			continue
+		}
+		if v, err := strconv.Atoi(n); err == nil && v > 0 {
+			pids = append(pids, v)
+		}
+	}
+	slices.SortFunc(pids, func(a, b int) int { return b - a })
+	return pids, nil
+}
+
+// sockets calls fn for every socket among the open files of pid, with its
+// inode and fd number, until fn returns false.
+func (p *procFS) sockets(pid int, fn func(inode uint64, fd int) bool) error {
+	dir := p.path(pid, "fd")
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	var buf [64]byte
+	dfd := int(d.Fd())
+	for _, n := range names {
+		k, err := unix.Readlinkat(dfd, n, buf[:])
+		if err != nil || k >= len(buf) {
+			continue // closed meanwhile, or not a socket (long path)
+		}
+		inode, ok := parseSocketLink(buf[:k])
+		if !ok {
+			continue
+		}
+		fd, err := strconv.Atoi(n)
+		if err != nil {
+			continue
+		}
+		if !fn(inode, fd) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// fdHolds reports whether fd of pid is socket inode right now.
+func (p *procFS) fdHolds(pid, fd int, inode uint64) bool {
+	var buf [64]byte
+	k, err := unix.Readlink(filepath.Join(p.root, strconv.Itoa(pid), "fd", strconv.Itoa(fd)), buf[:])
+	if err != nil || k >= len(buf) {
+		return false
+	}
+	got, ok := parseSocketLink(buf[:k])
+	return ok && got == inode
+}
+
+// exeLink reads the /proc/PID/exe link.
+func (p *procFS) exeLink(pid int) (string, error) {
+	var buf [4096]byte
+	k, err := unix.Readlink(p.path(pid, "exe"), buf[:])
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:k]), nil
+}
+
+// isGone says whether err means the process (or one of its files) no
+// longer exists.
+func isGone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
