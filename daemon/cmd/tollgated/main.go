@@ -1,0 +1,88 @@
+// Command tollgated is Tollgate's privileged daemon: it decides every new
+// connection on the machine by per-application rules. Flags and wiring only;
+// the work is in daemon/service.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/service"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	cfgPath := flag.String("config", "", "configuration file (TOML) over the embedded defaults; empty: /etc/tollgate/config.toml if it exists")
+	check := flag.Bool("check-config", false, "validate the configuration and the rules directory, then exit")
+	printDefaults := flag.Bool("print-default-config", false, "print the embedded default configuration and exit")
+	importRules := flag.String("import-rules", "", "store the rules of this TOML file as forever system rules in the database (daemon stopped), then exit")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+
+	switch {
+	case *showVersion:
+		fmt.Println("tollgated", version)
+		return
+	case *printDefaults:
+		os.Stdout.Write(config.DefaultTOML())
+		return
+	}
+	path := *cfgPath
+	if path == "" {
+		if _, err := os.Stat(service.DefaultConfigPath); err == nil {
+			path = service.DefaultConfigPath
+		}
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fail(err)
+	}
+	level, _ := config.ParseLogLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	switch {
+	case *check:
+		if err := service.CheckConfig(cfg, os.Stdout); err != nil {
+			fail(err)
+		}
+		return
+	case *importRules != "":
+		n, err := service.ImportRules(cfg, log, *importRules)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("stored %d rule(s) from %s in %s\n", n, *importRules, cfg.Database)
+		return
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	log.Info("tollgated starting", "version", version, "config", path)
+	if err := service.Run(ctx, cfg, log, reload); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "tollgated:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,232 @@
+// Package service assembles the daemon: configuration, store, rules,
+// attribution, netfilter chains, the queue and the engine, in the order that
+// keeps the machine fail-closed, and takes them down again in reverse.
+//
+// It owns start-up and shutdown order and rule reloading. It must not decide
+// connections (engine), parse rules (shared, rulesdir) or speak to the
+// kernel itself (netfilter, queue, attribution).
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/attribution"
+	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/engine"
+	"github.com/tollgate-fw/tollgate/daemon/netfilter"
+	"github.com/tollgate-fw/tollgate/daemon/queue"
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/daemon/rulesdir"
+	"github.com/tollgate-fw/tollgate/daemon/store"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// Service is a running daemon.
+type Service struct {
+	cfg    config.Config
+	log    *slog.Logger
+	store  *store.Store
+	engine *engine.Engine
+
+	mu        sync.Mutex
+	fileRules []shared.Rule
+}
+
+// hitFlush is how often rule hit counters are written to the store.
+const hitFlush = 10 * time.Second
+
+// Run starts the daemon and blocks until ctx ends or a part fails. reload
+// receives a value each time the rules directory should be read again
+// (SIGHUP). On return the chains are removed, the log is written and the
+// store is closed.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan struct{}) (err error) {
+	st, err := store.Open(store.Options{
+		Path:          cfg.Database,
+		LockTimeout:   cfg.DatabaseLockTimeout.Duration,
+		MaxLogEntries: cfg.LogMaxEntries,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close database: %w", cerr)
+		}
+	}()
+
+	s := &Service{cfg: cfg, log: log, store: st}
+	s.loadFileRules()
+
+	attr, err := attribution.New(ctx, log, attribution.Options{})
+	if err != nil {
+		return fmt.Errorf("start attribution: %w", err)
+	}
+	defer attr.Close()
+
+	ifn := newIfNames()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The queue is opened before the chains exist, so the first queued
+	// packet already has a reader. The engine needs the queue for verdicts
+	// and the queue needs the engine's handler: the handler is bound after.
+	var eng *engine.Engine
+	q, err := queue.Open(runCtx, queue.Config{Num: cfg.QueueNum, FailOpen: cfg.FailOpen, Logger: log},
+		func(p queue.Packet) { eng.Handle(p) })
+	if err != nil {
+		return fmt.Errorf("open queue %d: %w", cfg.QueueNum, err)
+	}
+	eng = engine.New(engine.Options{
+		Mode:          cfg.Mode,
+		DefaultAction: cfg.DefaultAction,
+		RejectMark:    cfg.RejectMark,
+		WatchdogAge:   cfg.WatchdogAge(),
+		IfName:        ifn.name,
+	}, log, q, attr, st)
+	s.engine = eng
+	if err := s.rebuild(); err != nil {
+		q.Close()
+		return err
+	}
+
+	nf, err := netfilter.New(netfilter.Options{
+		QueueNum:          cfg.QueueNum,
+		FailOpen:          cfg.FailOpen,
+		InterceptLoopback: cfg.InterceptLoopback,
+		Inbound:           cfg.Inbound,
+		RejectMark:        cfg.RejectMark,
+		Backend:           cfg.IptablesBackend,
+	}, log)
+	if err != nil {
+		q.Close()
+		return fmt.Errorf("netfilter: %w", err)
+	}
+
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(runCtx) }()
+
+	if err := nf.Install(); err != nil {
+		cancel()
+		<-engDone
+		q.Close()
+		nf.Remove()
+		return fmt.Errorf("install chains: %w", err)
+	}
+	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
+		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
+		"intercept_loopback", cfg.InterceptLoopback, "rules", eng.Rules().Len())
+
+	hits := time.NewTicker(hitFlush)
+	defer hits.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-reload:
+			s.loadFileRules()
+			if err := s.rebuild(); err != nil {
+				log.Error("reload rules", "err", err)
+			}
+		case <-hits.C:
+			s.flushHits()
+		}
+	}
+
+	// Shutdown: remove the chains first so no new packet is queued, then
+	// let the engine give every held packet its verdict, then close the queue.
+	var errs []error
+	if err := nf.Remove(); err != nil {
+		errs = append(errs, fmt.Errorf("remove chains: %w", err))
+	}
+	cancel()
+	<-engDone
+	if err := q.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close queue: %w", err))
+	}
+	s.flushHits()
+	es := eng.Stats()
+	log.Info("tollgated stopped", "decided", es.Decided, "allowed", es.Allowed, "denied", es.Denied,
+		"rejected", es.Rejected, "watchdog", es.Watchdog, "overflow", es.Overflow)
+	return errors.Join(errs...)
+}
+
+// loadFileRules reads the rules directory; bad files and rules are logged
+// and skipped, the rest load.
+func (s *Service) loadFileRules() {
+	rs, errs := rulesdir.Load(s.cfg.RulesDir)
+	for _, err := range errs {
+		s.log.Error("rules file", "err", err)
+	}
+	s.mu.Lock()
+	s.fileRules = rs
+	s.mu.Unlock()
+	s.log.Info("read rules directory", "dir", s.cfg.RulesDir, "rules", len(rs), "errors", len(errs))
+}
+
+// rebuild makes a new rule set from the store and the rules directory and
+// puts it in force.
+func (s *Service) rebuild() error {
+	stored, bad, err := s.store.Rules()
+	if err != nil {
+		return fmt.Errorf("read rules from database: %w", err)
+	}
+	for _, b := range bad {
+		s.log.Error("unreadable rule in database (kept, not applied)", "key", b.Key, "err", b.Err)
+	}
+	s.mu.Lock()
+	all := make([]shared.Rule, 0, len(stored)+len(s.fileRules))
+	all = append(all, s.fileRules...)
+	s.mu.Unlock()
+	all = append(all, stored...)
+	s.engine.SetRules(rules.NewSet(all))
+	return nil
+}
+
+func (s *Service) flushHits() {
+	h := s.engine.TakeHits()
+	if len(h) == 0 {
+		return
+	}
+	sh := make(map[string]store.Hit, len(h))
+	for id, v := range h {
+		sh[id] = store.Hit{Count: v.Count, Last: v.Last}
+	}
+	if err := s.store.UpdateHits(sh); err != nil {
+		s.log.Error("write rule hits", "err", err)
+	}
+}
+
+// ifNames caches interface names by index; a miss asks the kernel once.
+type ifNames struct {
+	mu sync.RWMutex
+	m  map[uint32]string
+}
+
+func newIfNames() *ifNames { return &ifNames{m: make(map[uint32]string)} }
+
+func (c *ifNames) name(index uint32) string {
+	if index == 0 {
+		return ""
+	}
+	c.mu.RLock()
+	n, ok := c.m[index]
+	c.mu.RUnlock()
+	if ok {
+		return n
+	}
+	ifi, err := net.InterfaceByIndex(int(index))
+	if err != nil {
+		return ""
+	}
+	c.mu.Lock()
+	c.m[index] = ifi.Name
+	c.mu.Unlock()
+	return ifi.Name
+}
