@@ -14,8 +14,12 @@ import (
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
-func (e *env) srv4(port int) string { return net.JoinHostPort(e.pair.ServerIP4.String(), fmt.Sprint(port)) }
-func (e *env) srv6(port int) string { return net.JoinHostPort(e.pair.ServerIP6.String(), fmt.Sprint(port)) }
+func (e *env) srv4(port int) string {
+	return net.JoinHostPort(e.pair.ServerIP4.String(), fmt.Sprint(port))
+}
+func (e *env) srv6(port int) string {
+	return net.JoinHostPort(e.pair.ServerIP6.String(), fmt.Sprint(port))
+}
 
 // logEntries stops nothing: it reads the connection log of a stopped daemon.
 func (e *env) logEntries() []shared.LogEntry {
