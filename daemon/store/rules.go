@@ -43,7 +43,11 @@ func (s *Store) Rules() (rules []shared.Rule, bad []BadRecord, err error) {
 	var arena []byte
 	var recs []record
 	err = s.view(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketRules).ForEach(func(k, v []byte) error {
+		b := tx.Bucket(bucketRules)
+		st := b.Stats() // walks page headers only: sizes the copies up front
+		arena = make([]byte, 0, st.LeafInuse+st.InlineBucketInuse)
+		recs = make([]record, 0, st.KeyN)
+		return b.ForEach(func(k, v []byte) error {
 			recs = append(recs, record{off: len(arena), klen: len(k), vlen: len(v)})
 			arena = append(arena, k...)
 			arena = append(arena, v...)
