@@ -77,7 +77,10 @@ type Config struct {
 	Inbound             bool          `toml:"inbound"`
 	QueueNum            uint16        `toml:"queue_num"`
 	RejectMark          uint32        `toml:"reject_mark"`
+	AcceptMarkOut       uint32        `toml:"accept_mark_out"`
+	AcceptMarkIn        uint32        `toml:"accept_mark_in"`
 	IptablesBackend     string        `toml:"iptables_backend"`
+	ProcEventsNetns     string        `toml:"proc_events_netns"`
 	LogMaxEntries       int           `toml:"log_max_entries"`
 	LogLevel            string        `toml:"log_level"`
 }
@@ -182,13 +185,26 @@ func (c *Config) Validate() error {
 	if _, err := ParseMode(string(c.Mode)); err != nil {
 		bad("mode", "%v", err)
 	}
-	if c.RejectMark == 0 || c.RejectMark&(c.RejectMark-1) != 0 {
-		bad("reject_mark", "must be a single bit like 0x100000, got %#x", c.RejectMark)
+	seen := uint32(0)
+	for _, m := range []struct {
+		key string
+		bit uint32
+	}{{"reject_mark", c.RejectMark}, {"accept_mark_out", c.AcceptMarkOut}, {"accept_mark_in", c.AcceptMarkIn}} {
+		switch {
+		case m.bit == 0 || m.bit&(m.bit-1) != 0:
+			bad(m.key, "must be a single bit like 0x100000, got %#x", m.bit)
+		case seen&m.bit != 0:
+			bad(m.key, "bit %#x is already used by another mark key", m.bit)
+		}
+		seen |= m.bit
 	}
 	switch c.IptablesBackend {
 	case "auto", "nft", "legacy":
 	default:
 		bad("iptables_backend", "must be auto, nft or legacy, got %q", c.IptablesBackend)
+	}
+	if c.ProcEventsNetns != "" && !filepath.IsAbs(c.ProcEventsNetns) {
+		bad("proc_events_netns", "must be an absolute path like /proc/1/ns/net, got %q", c.ProcEventsNetns)
 	}
 	if c.LogMaxEntries < 0 || c.LogMaxEntries > MaxLogEntries {
 		bad("log_max_entries", "must be between 0 and %d, got %d", MaxLogEntries, c.LogMaxEntries)

@@ -46,12 +46,15 @@ type Recorder interface {
 type Options struct {
 	Mode          config.Mode
 	DefaultAction shared.Action
-	RejectMark    uint32        // OR-ed into the packet mark before NF_REPEAT to reject
-	WatchdogAge   time.Duration // held longer than this: default verdict
-	Workers       int           // deciding goroutines; 0 = a sensible default
-	Backlog       int           // packets waiting for a worker; past it, the default applies at once
-	LogFlush      time.Duration // how often the connection log is written; 0 = 250ms
-	IfName        func(index uint32) string
+	RejectMark    uint32 // OR-ed into the packet mark before NF_REPEAT to reject
+	// OR-ed into the packet mark before NF_REPEAT to allow, by direction, so
+	// the packet goes on through the rest of the built-in chain; 0: NF_ACCEPT.
+	AcceptMarkOut, AcceptMarkIn uint32
+	WatchdogAge                 time.Duration // held longer than this: default verdict
+	Workers                     int           // deciding goroutines; 0 = a sensible default
+	Backlog                     int           // packets waiting for a worker; past it, the default applies at once
+	LogFlush                    time.Duration // how often the connection log is written; 0 = 250ms
+	IfName                      func(index uint32) string
 }
 
 // Stats are counters since start.
@@ -94,9 +97,14 @@ type Engine struct {
 
 // held is a packet waiting for its verdict.
 type held struct {
-	since time.Time
-	mark  uint32 // the packet's mark, kept when rejecting
+	since   time.Time
+	mark    uint32 // the packet's mark, kept when marking the verdict
+	inbound bool
 }
+
+// isInbound tells an INPUT packet from an OUTPUT one: each hook knows only
+// its own device.
+func isInbound(p *queue.Packet) bool { return p.InDev != 0 && p.OutDev == 0 }
 
 // Hit counts how often a rule decided and when it last did.
 type Hit struct {
@@ -153,7 +161,7 @@ func (e *Engine) Mode() config.Mode { return e.mode.Load().(config.Mode) }
 // default verdict at once.
 func (e *Engine) Handle(p queue.Packet) {
 	e.mu.Lock()
-	e.held[p.ID] = held{since: e.now(), mark: p.Mark}
+	e.held[p.ID] = held{since: e.now(), mark: p.Mark, inbound: isInbound(&p)}
 	e.mu.Unlock()
 	select {
 	case e.backlog <- p:
@@ -272,26 +280,33 @@ func (e *Engine) settleDefault(id uint32, why string) bool {
 	if !ok {
 		return false
 	}
-	mark := h.mark
 	a := e.opts.DefaultAction
 	if m := e.Mode(); m != config.ModeEnforcing {
 		a = shared.ActionAllow
 	}
 	e.log.Warn("default verdict", "packet", id, "action", a, "reason", why)
-	e.give(id, mark, a)
+	e.give(id, h, a)
 	return true
 }
 
-// give sends the verdict for a claimed packet.
-func (e *Engine) give(id uint32, mark uint32, a shared.Action) {
+// give sends the verdict for a claimed packet. Marked verdicts keep the
+// packet's other mark bits: the verdict mark replaces the packet's.
+func (e *Engine) give(id uint32, h held, a shared.Action) {
 	var v queue.Verdict
+	mark := h.mark
 	switch a {
 	case shared.ActionAllow:
+		bit := e.opts.AcceptMarkOut
+		if h.inbound {
+			bit = e.opts.AcceptMarkIn
+		}
 		v = queue.Verdict{Kind: queue.Accept}
+		if bit != 0 {
+			v = queue.Verdict{Kind: queue.Repeat, Mark: mark | bit, SetMark: true}
+		}
 		e.allowed.Add(1)
 	case shared.ActionReject:
-		// The chain rejects packets carrying the mark; the verdict mark
-		// replaces the packet's, so the old bits are kept.
+		// The chain rejects packets carrying the reject bit.
 		v = queue.Verdict{Kind: queue.Repeat, Mark: mark | e.opts.RejectMark, SetMark: true}
 		e.rejected.Add(1)
 	default:
@@ -320,8 +335,8 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 	var rule *shared.Rule
 	switch mode {
 	case config.ModeDisabled:
-		if _, ok := e.claim(p.ID); ok {
-			e.give(p.ID, p.Mark, shared.ActionAllow)
+		if h, ok := e.claim(p.ID); ok {
+			e.give(p.ID, h, shared.ActionAllow)
 		}
 		return
 	default:
@@ -339,11 +354,12 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		v.Monitor = true
 		act = shared.ActionAllow
 	}
-	if _, ok := e.claim(p.ID); !ok {
+	h, ok := e.claim(p.ID)
+	if !ok {
 		// The watchdog or shutdown got there first; it gave the default.
 		return
 	}
-	e.give(p.ID, p.Mark, act)
+	e.give(p.ID, h, act)
 	if rule != nil {
 		e.hit(rule.ID, c.Time)
 	}
@@ -363,8 +379,7 @@ func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Pac
 	if c.Time.IsZero() {
 		c.Time = e.now()
 	}
-	// The OUTPUT hook knows only the outgoing device, INPUT only the incoming.
-	inbound := p.InDev != 0 && p.OutDev == 0
+	inbound := isInbound(&p)
 	if inbound {
 		c.Direction = shared.DirectionIn
 		c.LocalIP, c.LocalPort = pkt.Dst, pkt.DstPort
@@ -398,7 +413,7 @@ func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Pac
 		return c
 	}
 	c.PID, c.PIDStart, c.PPID = proc.PID, proc.PIDStart, proc.PPID
-	c.Exe, c.ExeSHA256, c.Cmdline, c.Unit, c.User = proc.Exe, proc.ExeSHA256, proc.Cmdline, proc.Unit, proc.User
+	c.Exe, c.ExeSHA256, c.Cmdline, c.Unit, c.App, c.User = proc.Exe, proc.ExeSHA256, proc.Cmdline, proc.Unit, proc.App, proc.User
 	if c.UID < 0 {
 		c.UID, c.GID = proc.UID, proc.GID // inbound: the listener's owner
 	}

@@ -23,7 +23,8 @@ var (
 	vDrop   = queue.Verdict{Kind: queue.Drop}
 )
 
-func vReject(mark uint32) queue.Verdict {
+// vRepeat is a marked verdict: reject, or allow with accept marks.
+func vRepeat(mark uint32) queue.Verdict {
 	return queue.Verdict{Kind: queue.Repeat, Mark: mark, SetMark: true}
 }
 
@@ -233,7 +234,7 @@ func TestRejectMarksAndRepeatsKeepingTheOldMark(t *testing.T) {
 		Match: shared.Match{Exe: "/usr/bin/wget"}}
 	h := newHarness(t, Options{}, []shared.Rule{rej})
 	h.e.Handle(queue.Packet{ID: 7, Payload: tcpSYN(wgetPort, 80), UID: 1000, OutDev: 2, Mark: 0x1})
-	if v := h.q.wait(t, 7); v != vReject(0x100001) {
+	if v := h.q.wait(t, 7); v != vRepeat(0x100001) {
 		t.Errorf("got %+v, want repeat with mark 0x100001", v)
 	}
 }
@@ -266,7 +267,7 @@ func TestDisabledModeAllowsAndLogsNothing(t *testing.T) {
 func TestUndecodablePacketGetsTheDefault(t *testing.T) {
 	h := newHarness(t, Options{DefaultAction: shared.ActionReject}, nil)
 	h.e.Handle(queue.Packet{ID: 9, Payload: []byte{0x45, 1, 2}, Mark: 0x4})
-	if v := h.q.wait(t, 9); v != vReject(0x100004) {
+	if v := h.q.wait(t, 9); v != vRepeat(0x100004) {
 		t.Errorf("got %+v, want the default (reject)", v)
 	}
 	if h.e.Stats().Undecodable != 1 {
@@ -410,3 +411,16 @@ func BenchmarkDecide(b *testing.B) {
 type nopQueue struct{}
 
 func (nopQueue) Verdict(uint32, queue.Verdict) error { return nil }
+
+func TestAllowMarksByDirectionWhenAcceptMarksAreSet(t *testing.T) {
+	all := shared.Rule{ID: "all", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true}
+	h := newHarness(t, Options{AcceptMarkOut: 0x200000, AcceptMarkIn: 0x400000}, []shared.Rule{all})
+	h.e.Handle(queue.Packet{ID: 1, Payload: tcpSYN(curlPort, 443), OutDev: 2, Mark: 0x1})
+	h.e.Handle(queue.Packet{ID: 2, Payload: tcpSYN(443, curlPort), InDev: 2, Mark: 0x1})
+	if v := h.q.wait(t, 1); v != vRepeat(0x200001) {
+		t.Errorf("outbound allow: %+v, want repeat with 0x200001", v)
+	}
+	if v := h.q.wait(t, 2); v != vRepeat(0x400001) {
+		t.Errorf("inbound allow: %+v, want repeat with 0x400001", v)
+	}
+}

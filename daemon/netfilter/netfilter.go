@@ -70,6 +70,15 @@ type Options struct {
 	// RejectMark is the packet-mark bit the daemon sets (with NF_REPEAT) on
 	// a packet to be rejected. One bit; 0 means DefaultRejectMark.
 	RejectMark uint32
+	// AcceptMarkOut and AcceptMarkIn are the packet-mark bits the daemon
+	// sets (with NF_REPEAT) on a packet it allows, outbound and inbound: the
+	// packet re-enters the hook, returns from our chain at once and goes on
+	// through the rest of the built-in chain, so the daemon's allow never
+	// overrides a drop that other rules after our jump would make. Two bits,
+	// because a loopback packet allowed on its way out still needs the
+	// inbound decision. 0 means plain NF_ACCEPT for that direction (the
+	// packet leaves the hook).
+	AcceptMarkOut, AcceptMarkIn uint32
 	// Backend is BackendAuto, BackendNFT or BackendLegacy; "" means auto.
 	Backend string
 	// LockWait bounds the wait for the xtables lock (legacy backend), in
@@ -84,6 +93,20 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.RejectMark&(o.RejectMark-1) != 0 {
 		return o, fmt.Errorf("%w: reject mark %#x is not a single bit", ErrInvalidOptions, o.RejectMark)
+	}
+	for _, b := range []struct {
+		name string
+		bit  uint32
+	}{{"accept mark out", o.AcceptMarkOut}, {"accept mark in", o.AcceptMarkIn}} {
+		if b.bit == 0 {
+			continue
+		}
+		if b.bit&(b.bit-1) != 0 || b.bit == o.RejectMark {
+			return o, fmt.Errorf("%w: %s %#x is not a single bit apart from the reject mark", ErrInvalidOptions, b.name, b.bit)
+		}
+	}
+	if o.AcceptMarkOut != 0 && o.AcceptMarkOut == o.AcceptMarkIn {
+		return o, fmt.Errorf("%w: accept marks in and out are the same bit %#x", ErrInvalidOptions, o.AcceptMarkIn)
 	}
 	switch o.Backend {
 	case "":
@@ -293,9 +316,11 @@ func (m *Manager) Installed() (bool, error) {
 // hook ties one of our chains to the built-in chain that jumps to it.
 //
 // The jump goes first in the built-in chain, so our rules see a packet
-// before anyone else's in the filter table. A packet the daemon accepts
-// (NF_ACCEPT) leaves the whole hook: filter rules placed after our jump by
-// other software never see it; drops and rejects are final anyway.
+// before anyone else's in the filter table. A packet the daemon allows comes
+// back with the accept mark and NF_REPEAT, returns from our chain and meets
+// the rules after our jump, so other software's drops still apply (with a
+// zero accept mark it is NF_ACCEPTed and leaves the hook); drops and
+// rejects are final anyway.
 type hook struct {
 	builtin, chain string
 }
@@ -325,6 +350,15 @@ func chainRules(o Options, v6 bool, chain string) [][]string {
 	rules := [][]string{
 		{"-p", "tcp", "-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", "tcp-reset"},
 		{"-m", "mark", "--mark", mark, "-j", "REJECT", "--reject-with", unreachable},
+	}
+	// Packets the daemon allowed come back with the accept bit: they go on
+	// through the built-in chain after our jump.
+	accept := o.AcceptMarkOut
+	if in {
+		accept = o.AcceptMarkIn
+	}
+	if accept != 0 {
+		rules = append(rules, []string{"-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", accept, accept), "-j", "RETURN"})
 	}
 	if in && o.DNSQueueNum != nil {
 		// DNS answers are ESTABLISHED (or untracked), so no NEW match;

@@ -649,3 +649,31 @@ func FuzzParseRule(f *testing.F) {
 		}
 	})
 }
+
+func TestAcceptMarksReturnToTheBuiltinChain(t *testing.T) {
+	m, v4, _ := fakeManager(t, Options{QueueNum: 7467, Inbound: true, AcceptMarkOut: 0x200000, AcceptMarkIn: 0x400000})
+	mustInstall(t, m)
+	got := rulesOnly(v4.dump())
+	for _, want := range []string{
+		"-A TOLLGATE-OUT -m mark --mark 0x200000/0x200000 -j RETURN\n-A TOLLGATE-OUT -o lo -j RETURN",
+		"-A TOLLGATE-IN -m mark --mark 0x400000/0x400000 -j RETURN\n-A TOLLGATE-IN -i lo -j RETURN",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rules lack, in this order:\n%s\ngot:\n%s", want, got)
+		}
+	}
+	// The inbound chain must not return on the outbound bit: a loopback
+	// packet allowed on its way out still needs its inbound decision.
+	if strings.Contains(got, "TOLLGATE-IN -m mark --mark 0x200000") {
+		t.Errorf("inbound chain returns on the outbound accept bit:\n%s", got)
+	}
+	for _, bad := range []Options{
+		{AcceptMarkOut: 0x3},
+		{AcceptMarkIn: DefaultRejectMark},
+		{AcceptMarkOut: 0x200000, AcceptMarkIn: 0x200000},
+	} {
+		if _, err := bad.withDefaults(); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%+v: err = %v, want ErrInvalidOptions", bad, err)
+		}
+	}
+}

@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 	s := &Service{cfg: cfg, log: log, store: st}
 	s.loadFileRules()
 
-	attr, err := attribution.New(ctx, log, attribution.Options{})
+	attr, err := attribution.New(ctx, log, attribution.Options{ProcEventsNetns: cfg.ProcEventsNetns})
 	if err != nil {
 		return fmt.Errorf("start attribution: %w", err)
 	}
@@ -86,6 +86,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		Mode:          cfg.Mode,
 		DefaultAction: cfg.DefaultAction,
 		RejectMark:    cfg.RejectMark,
+		AcceptMarkOut: cfg.AcceptMarkOut,
+		AcceptMarkIn:  cfg.AcceptMarkIn,
 		WatchdogAge:   cfg.WatchdogAge(),
 		IfName:        ifn.name,
 	}, log, q, attr, st)
@@ -101,6 +103,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		InterceptLoopback: cfg.InterceptLoopback,
 		Inbound:           cfg.Inbound,
 		RejectMark:        cfg.RejectMark,
+		AcceptMarkOut:     cfg.AcceptMarkOut,
+		AcceptMarkIn:      cfg.AcceptMarkIn,
 		Backend:           cfg.IptablesBackend,
 	}, log)
 	if err != nil {
