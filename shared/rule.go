@@ -130,6 +130,7 @@ type Connection struct {
 	ExeSHA256   string      `json:"exe_sha256,omitempty"`
 	Cmdline     string      `json:"cmdline,omitempty"`
 	Unit        string      `json:"unit,omitempty"`
+	App         string      `json:"app,omitempty"` // flatpak:<id> or snap:<name>, when the process is one
 	User        string      `json:"user,omitempty"`
 	Attribution Attribution `json:"attribution,omitempty"`
 

@@ -249,7 +249,7 @@ func New(ctx context.Context, log *slog.Logger, opts Options) (*Attributor, erro
 		}
 	}
 	if a.ev != nil {
-		log.Debug("proc connector in use")
+		log.Info("proc connector in use: process exec/exit events keep attribution current", "netns", opts.ProcEventsNetns)
 		a.wg.Add(2)
 		go a.eventLoop()
 		go a.prefetchLoop()
