@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-fw/tollgate/daemon/attribution"
 	"github.com/tollgate-fw/tollgate/daemon/config"
 	"github.com/tollgate-fw/tollgate/daemon/packet"
+	"github.com/tollgate-fw/tollgate/daemon/pending"
 	"github.com/tollgate-fw/tollgate/daemon/queue"
 	"github.com/tollgate-fw/tollgate/daemon/rules"
 	"github.com/tollgate-fw/tollgate/shared"
@@ -40,6 +41,13 @@ type Attributor interface {
 // Recorder keeps decisions: the connection log.
 type Recorder interface {
 	AppendLog(entries []shared.LogEntry) error
+}
+
+// Asker holds a connection no rule covers while its user is asked (the
+// pending broker). Ask returns false when nobody can be asked: the default
+// applies at once. The answer comes back through Resolve.
+type Asker interface {
+	Ask(p pending.Packet) bool
 }
 
 // Options are the engine's settings.
@@ -76,6 +84,7 @@ type Engine struct {
 	verdicts Verdicts
 	attrib   Attributor
 	rec      Recorder
+	asker    Asker
 	now      func() time.Time
 
 	rules   atomic.Pointer[rules.Set]
@@ -142,6 +151,10 @@ func New(opts Options, log *slog.Logger, v Verdicts, a Attributor, rec Recorder)
 	e.rules.Store(rules.NewSet(nil))
 	return e
 }
+
+// SetAsker makes the engine hold connections no rule covers and ask about
+// them. Call it before Run.
+func (e *Engine) SetAsker(a Asker) { e.asker = a }
 
 // SetRules swaps in a new rule set; decisions already running finish with
 // the old one.
@@ -344,6 +357,10 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		rule = d.Rule
 		if rule != nil {
 			v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation}
+		} else if mode == config.ModeEnforcing && e.asker != nil && e.asker.Ask(pending.Packet{ID: p.ID, Conn: c}) {
+			// Held: the answer, the prompt timeout or the watchdog gives
+			// the verdict through Resolve or settleDefault.
+			return
 		} else {
 			v = shared.Verdict{Action: e.opts.DefaultAction,
 				Reason: fmt.Sprintf("no rule matched and nobody can be asked: default action %s", e.opts.DefaultAction)}
@@ -367,6 +384,22 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 }
 
 // connection builds the attributed connection for a decoded packet.
+// Resolve gives the verdict of an answered (or expired) pending group to
+// each of its packets that nobody else has decided meanwhile, and logs them.
+func (e *Engine) Resolve(pkts []pending.Packet, v shared.Verdict) {
+	for _, p := range pkts {
+		h, ok := e.claim(p.ID)
+		if !ok {
+			continue // the watchdog or shutdown got there first
+		}
+		e.give(p.ID, h, v.Action)
+		if v.RuleID != "" {
+			e.hit(v.RuleID, e.now())
+		}
+		e.record(p.Conn, v)
+	}
+}
+
 func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Packet) shared.Connection {
 	c := shared.Connection{
 		ID:       e.nextID.Add(1),

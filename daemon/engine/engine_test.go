@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-fw/tollgate/daemon/attribution"
 	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/pending"
 	"github.com/tollgate-fw/tollgate/daemon/queue"
 	"github.com/tollgate-fw/tollgate/daemon/rules"
 	"github.com/tollgate-fw/tollgate/shared"
@@ -422,5 +423,86 @@ func TestAllowMarksByDirectionWhenAcceptMarksAreSet(t *testing.T) {
 	}
 	if v := h.q.wait(t, 2); v != vRepeat(0x400001) {
 		t.Errorf("inbound allow: %+v, want repeat with 0x400001", v)
+	}
+}
+
+// fakeAsker holds what it is asked about, for users in hold.
+type fakeAsker struct {
+	mu    sync.Mutex
+	hold  map[int64]bool
+	asked []pending.Packet
+}
+
+func (f *fakeAsker) Ask(p pending.Packet) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.hold[p.Conn.UID] {
+		return false
+	}
+	f.asked = append(f.asked, p)
+	return true
+}
+
+func (f *fakeAsker) taken() []pending.Packet {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]pending.Packet(nil), f.asked...)
+}
+
+func TestUncoveredConnectionIsHeldUntilResolved(t *testing.T) {
+	h := newHarness(t, Options{}, []shared.Rule{allowCurl443()})
+	ask := &fakeAsker{hold: map[int64]bool{1000: true}}
+	h.e.SetAsker(ask)
+	h.send(1, wgetPort, 443)                                                              // no rule: asked
+	h.send(2, curlPort, 443)                                                              // rule: decided at once, never asked
+	h.e.Handle(queue.Packet{ID: 3, Payload: tcpSYN(wgetPort, 443), UID: 4242, OutDev: 2}) // nobody to ask
+	if v := h.q.wait(t, 2); v != vAccept {
+		t.Errorf("covered connection: %+v", v)
+	}
+	if v := h.q.wait(t, 3); v != vDrop {
+		t.Errorf("connection with nobody to ask: %+v", v)
+	}
+	waitHeld := time.Now().Add(5 * time.Second)
+	for len(ask.taken()) == 0 && time.Now().Before(waitHeld) {
+		time.Sleep(time.Millisecond)
+	}
+	asked := ask.taken()
+	if len(asked) != 1 || asked[0].ID != 1 || asked[0].Conn.Exe != "/usr/bin/wget" {
+		t.Fatalf("asked %+v", asked)
+	}
+	if got := h.q.get(1); len(got) != 0 {
+		t.Fatalf("held packet got a verdict before the answer: %+v", got)
+	}
+	h.e.Resolve(asked, shared.Verdict{Action: shared.ActionAllow, RuleID: "answer", Reason: "user allowed"})
+	if v := h.q.wait(t, 1); v != vAccept {
+		t.Errorf("answered packet: %+v", v)
+	}
+	// A late second resolution (e.g. after the watchdog) gives no second verdict.
+	h.e.Resolve(asked, shared.Verdict{Action: shared.ActionDeny})
+	h.stop()
+	if got := h.q.get(1); len(got) != 1 {
+		t.Errorf("packet 1 got %d verdicts", len(got))
+	}
+	var logged bool
+	for _, le := range h.rec.all() {
+		if le.Connection.Exe == "/usr/bin/wget" && le.Verdict.Reason == "user allowed" {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Error("the answered connection is not in the log")
+	}
+}
+
+func TestMonitorModeNeverHolds(t *testing.T) {
+	h := newHarness(t, Options{Mode: config.ModeMonitor}, nil)
+	ask := &fakeAsker{hold: map[int64]bool{1000: true}}
+	h.e.SetAsker(ask)
+	h.send(1, wgetPort, 443)
+	if v := h.q.wait(t, 1); v != vAccept {
+		t.Errorf("monitor: %+v", v)
+	}
+	if len(ask.taken()) != 0 {
+		t.Error("monitor mode asked")
 	}
 }
