@@ -1,0 +1,462 @@
+// Package rulebook keeps every rule the daemon knows, from all its sources:
+// stored rules (forever and until, in the database), read-only system rules
+// from rules.d, and rules that live only in memory (session and process
+// lifetimes). It checks and applies changes, ends rules whose lifetime is
+// over, and hands the matcher a fresh rule set after every change.
+//
+// It owns rule identity, ownership checks and per-user bounds. It must not
+// decide connections (rules), parse files (rulesdir) or know how callers
+// reach it (D-Bus): callers say who they are with an Actor.
+package rulebook
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/daemon/store"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound     = errors.New("no such rule")
+	ErrReadOnly     = errors.New("rule is read-only (from rules.d)")
+	ErrNotPermitted = errors.New("not permitted")
+	ErrLimit        = errors.New("too many rules")
+	ErrInvalid      = errors.New("invalid rule")
+)
+
+// Store is the part of the database the book uses.
+type Store interface {
+	Rules() ([]shared.Rule, []store.BadRecord, error)
+	PutRule(r shared.Rule) error
+	PutRules(rs []shared.Rule) error
+	DeleteRule(id string) error
+}
+
+// Actor is who asks for a change: a user (whose rules apply to their own
+// processes) or an admin (who may also make and change system rules).
+type Actor struct {
+	UID   uint32
+	Admin bool
+}
+
+// Options bound the book.
+type Options struct {
+	MaxPerUser int // rules one (non-admin) owner may have; 0 = 10,000
+	Now        func() time.Time
+}
+
+// Book holds the rules.
+type Book struct {
+	opts  Options
+	log   *slog.Logger
+	st    Store
+	apply func(*rules.Set)
+
+	mu    sync.Mutex
+	files []shared.Rule
+	rules map[string]shared.Rule // stored and in-memory rules by ID
+}
+
+// New loads the stored rules and applies the first rule set.
+func New(st Store, apply func(*rules.Set), log *slog.Logger, opts Options) (*Book, error) {
+	if opts.MaxPerUser <= 0 {
+		opts.MaxPerUser = 10_000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	b := &Book{opts: opts, log: log, st: st, apply: apply, rules: make(map[string]shared.Rule)}
+	stored, bad, err := st.Rules()
+	if err != nil {
+		return nil, fmt.Errorf("read rules from database: %w", err)
+	}
+	for _, r := range bad {
+		log.Error("unreadable rule in database (kept, not applied)", "key", r.Key, "err", r.Err)
+	}
+	for _, r := range stored {
+		b.rules[r.ID] = r
+	}
+	b.mu.Lock()
+	b.rebuildLocked()
+	b.mu.Unlock()
+	return b, nil
+}
+
+// SetFileRules replaces the read-only rules from rules.d.
+func (b *Book) SetFileRules(rs []shared.Rule) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.files = rs
+	b.rebuildLocked()
+}
+
+// rebuildLocked hands the matcher a new set. b.mu is held.
+func (b *Book) rebuildLocked() {
+	all := make([]shared.Rule, 0, len(b.files)+len(b.rules))
+	all = append(all, b.files...)
+	for _, r := range b.rules {
+		all = append(all, r)
+	}
+	b.apply(rules.NewSet(all))
+}
+
+// stored reports whether a rule of this lifetime lives in the database.
+func stored(l shared.Lifetime) bool { return l == shared.LifetimeForever || l == shared.LifetimeUntil }
+
+// Len returns how many rules there are, file rules included.
+func (b *Book) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.files) + len(b.rules)
+}
+
+// Get returns a rule by ID.
+func (b *Book) Get(id string) (shared.Rule, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.getLocked(id)
+}
+
+func (b *Book) getLocked(id string) (shared.Rule, bool) {
+	if r, ok := b.rules[id]; ok {
+		return r, true
+	}
+	for _, r := range b.files {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return shared.Rule{}, false
+}
+
+// List returns the rules a user may see: their own and the system's (owner
+// 0); for an admin, every rule. Sorted by ID.
+func (b *Book) List(a Actor) []shared.Rule {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []shared.Rule
+	visible := func(r shared.Rule) bool { return a.Admin || r.Owner == a.UID || r.Owner == shared.OwnerSystem }
+	for _, r := range b.files {
+		if visible(r) {
+			out = append(out, r)
+		}
+	}
+	for _, r := range b.rules {
+		if visible(r) {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// prepare checks a rule an actor wants to make and fills what the daemon
+// keeps. Ownership: a user's rule is theirs; only an admin makes system
+// rules or rules for someone else.
+func (b *Book) prepare(a Actor, r shared.Rule) (shared.Rule, error) {
+	r.Normalize()
+	if r.Lifetime == shared.LifetimeOnce {
+		return r, fmt.Errorf("%w: a once rule is never kept; answer the pending connection instead", ErrInvalid)
+	}
+	if !a.Admin {
+		if r.Owner != a.UID && r.Owner != shared.OwnerSystem {
+			return r, fmt.Errorf("%w: a rule for uid %d needs admin rights", ErrNotPermitted, r.Owner)
+		}
+		r.Owner = a.UID // a user's rule applies to that user's processes only
+	}
+	r.ReadOnly = false
+	r.Source = "store"
+	if !stored(r.Lifetime) {
+		r.Source = string(r.Lifetime)
+	}
+	if err := r.Validate(); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return r, nil
+}
+
+// countLocked returns how many rules owner has.
+func (b *Book) countLocked(owner uint32) int {
+	n := 0
+	for _, r := range b.rules {
+		if r.Owner == owner {
+			n++
+		}
+	}
+	return n
+}
+
+// Add makes a new rule and returns it as kept (with its ID).
+func (b *Book) Add(a Actor, r shared.Rule) (shared.Rule, error) {
+	r, err := b.prepare(a, r)
+	if err != nil {
+		return r, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !a.Admin && b.countLocked(r.Owner) >= b.opts.MaxPerUser {
+		return r, fmt.Errorf("%w: uid %d has %d rules already", ErrLimit, r.Owner, b.opts.MaxPerUser)
+	}
+	if r.ID == "" {
+		r.ID = newID()
+	} else if _, exists := b.getLocked(r.ID); exists {
+		return r, fmt.Errorf("%w: id %q is taken", ErrInvalid, r.ID)
+	}
+	now := b.opts.Now().UTC()
+	r.Created, r.Updated, r.Hits, r.LastHit = now, now, 0, time.Time{}
+	if err := b.putLocked(r); err != nil {
+		return r, err
+	}
+	b.rebuildLocked()
+	return r, nil
+}
+
+// putLocked keeps r: in the database when its lifetime says so.
+func (b *Book) putLocked(r shared.Rule) error {
+	if stored(r.Lifetime) {
+		if err := b.st.PutRule(r); err != nil {
+			return fmt.Errorf("store rule: %w", err)
+		}
+	}
+	b.rules[r.ID] = r
+	return nil
+}
+
+// editableLocked returns rule id if a may change it.
+func (b *Book) editableLocked(a Actor, id string) (shared.Rule, error) {
+	old, ok := b.getLocked(id)
+	if !ok {
+		return old, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if old.ReadOnly {
+		return old, fmt.Errorf("%w: %q", ErrReadOnly, id)
+	}
+	if !a.Admin && old.Owner != a.UID {
+		return old, fmt.Errorf("%w: rule %q belongs to uid %d", ErrNotPermitted, id, old.Owner)
+	}
+	return old, nil
+}
+
+// Update replaces rule id with r, keeping its identity and history.
+func (b *Book) Update(a Actor, id string, r shared.Rule) (shared.Rule, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old, err := b.editableLocked(a, id)
+	if err != nil {
+		return old, err
+	}
+	if !a.Admin {
+		r.Owner = old.Owner
+	}
+	r.ID = id
+	r, err = b.prepare(a, r)
+	if err != nil {
+		return r, err
+	}
+	r.Created, r.Hits, r.LastHit = old.Created, old.Hits, old.LastHit
+	r.PID, r.PIDStart, r.Session = old.PID, old.PIDStart, old.Session
+	r.Updated = b.opts.Now().UTC()
+	if stored(old.Lifetime) && !stored(r.Lifetime) {
+		if err := b.st.DeleteRule(id); err != nil {
+			return r, fmt.Errorf("unstore rule: %w", err)
+		}
+	}
+	if err := b.putLocked(r); err != nil {
+		return r, err
+	}
+	b.rebuildLocked()
+	return r, nil
+}
+
+// Delete removes rule id.
+func (b *Book) Delete(a Actor, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old, err := b.editableLocked(a, id)
+	if err != nil {
+		return err
+	}
+	if stored(old.Lifetime) {
+		if err := b.st.DeleteRule(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("delete stored rule: %w", err)
+		}
+	}
+	delete(b.rules, id)
+	b.rebuildLocked()
+	return nil
+}
+
+// Export returns the stored and file rules an actor may see, for backup.
+func (b *Book) Export(a Actor) []shared.Rule {
+	var out []shared.Rule
+	for _, r := range b.List(a) {
+		if stored(r.Lifetime) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Import adds or replaces rules, all or nothing, and is idempotent: a rule
+// with an ID replaces the rule of that ID; one without gets an ID derived
+// from its content, so importing the same file twice changes nothing. It
+// returns how many rules changed.
+func (b *Book) Import(a Actor, rs []shared.Rule) (int, error) {
+	prepared := make([]shared.Rule, 0, len(rs))
+	for i, r := range rs {
+		if !stored(r.Lifetime) && r.Lifetime != "" {
+			return 0, fmt.Errorf("%w: rule %d: lifetime %s cannot be imported", ErrInvalid, i+1, r.Lifetime)
+		}
+		p, err := b.prepare(a, r)
+		if err != nil {
+			return 0, fmt.Errorf("rule %d: %w", i+1, err)
+		}
+		if p.ID == "" {
+			p.ID = contentID(p)
+		}
+		prepared = append(prepared, p)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now().UTC()
+	var changed []shared.Rule
+	for _, p := range prepared {
+		if old, ok := b.getLocked(p.ID); ok {
+			if old.ReadOnly {
+				return 0, fmt.Errorf("%w: %q", ErrReadOnly, p.ID)
+			}
+			if !a.Admin && old.Owner != a.UID {
+				return 0, fmt.Errorf("%w: rule %q belongs to uid %d", ErrNotPermitted, p.ID, old.Owner)
+			}
+			if sameContent(old, p) {
+				continue
+			}
+			p.Created, p.Hits, p.LastHit = old.Created, old.Hits, old.LastHit
+		} else {
+			p.Created = now
+		}
+		p.Updated = now
+		changed = append(changed, p)
+	}
+	if !a.Admin && b.countLocked(a.UID)+len(changed) > b.opts.MaxPerUser {
+		return 0, fmt.Errorf("%w: uid %d would have more than %d rules", ErrLimit, a.UID, b.opts.MaxPerUser)
+	}
+	if len(changed) == 0 {
+		return 0, nil
+	}
+	if err := b.st.PutRules(changed); err != nil {
+		return 0, fmt.Errorf("store rules: %w", err)
+	}
+	for _, p := range changed {
+		b.rules[p.ID] = p
+	}
+	b.rebuildLocked()
+	return len(changed), nil
+}
+
+// EndSession removes the session rules made by an agent that went away.
+func (b *Book) EndSession(session string) int {
+	return b.removeWhere(func(r shared.Rule) bool {
+		return r.Lifetime == shared.LifetimeSession && r.Session == session
+	})
+}
+
+// Prune removes process rules whose process is gone and until rules whose
+// time has come; alive says whether a process (pid, start) still runs.
+func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
+	now := b.opts.Now()
+	var expired []string
+	n := b.removeWhere(func(r shared.Rule) bool {
+		switch r.Lifetime {
+		case shared.LifetimeProcess:
+			return !alive(r.PID, r.PIDStart)
+		case shared.LifetimeUntil:
+			if !r.Until.After(now) {
+				expired = append(expired, r.ID)
+				return true
+			}
+		}
+		return false
+	})
+	for _, id := range expired {
+		if err := b.st.DeleteRule(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			b.log.Error("delete expired rule", "id", id, "err", err)
+		}
+	}
+	return n
+}
+
+func (b *Book) removeWhere(cond func(shared.Rule) bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id, r := range b.rules {
+		if cond(r) {
+			delete(b.rules, id)
+			n++
+		}
+	}
+	if n > 0 {
+		b.rebuildLocked()
+	}
+	return n
+}
+
+// AddHits adds decision counts to the in-memory rules (the store keeps its
+// own through UpdateHits).
+func (b *Book) AddHits(h map[string]store.Hit) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, hit := range h {
+		if r, ok := b.rules[id]; ok {
+			r.Hits += hit.Count
+			if hit.Last.After(r.LastHit) {
+				r.LastHit = hit.Last
+			}
+			b.rules[id] = r
+		}
+	}
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// contentID names a rule by what it says, so the same rule imported twice
+// is one rule.
+func contentID(r shared.Rule) string {
+	f := r.Fields()
+	for _, k := range []string{"id", "created", "updated", "hits", "last_hit", "source", "read_only"} {
+		delete(f, k)
+	}
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		v, _ := json.Marshal(f[k])
+		fmt.Fprintf(h, "%s=%s\n", k, v)
+	}
+	return "i-" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// sameContent reports whether two rules say the same, bookkeeping aside.
+func sameContent(a, b shared.Rule) bool {
+	return contentID(a) == contentID(b) && a.ID == b.ID
+}

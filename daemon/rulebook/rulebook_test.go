@@ -1,0 +1,273 @@
+package rulebook
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/daemon/store"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+type fixture struct {
+	b     *Book
+	st    *store.Store
+	set   *rules.Set
+	clock time.Time
+}
+
+func newFixture(t *testing.T, opts Options) *fixture {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(store.Options{Path: filepath.Join(t.TempDir(), "t.db"), LockTimeout: time.Second, MaxLogEntries: 10}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{st: st, clock: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	opts.Now = func() time.Time { return f.clock }
+	f.b, err = New(st, func(s *rules.Set) { f.set = s }, log, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+var (
+	root  = Actor{UID: 0, Admin: true}
+	alice = Actor{UID: 1000}
+	bob   = Actor{UID: 1001}
+)
+
+func rule(action shared.Action, lifetime shared.Lifetime, exe string) shared.Rule {
+	return shared.Rule{Action: action, Lifetime: lifetime, Enabled: true, Match: shared.Match{Exe: exe}}
+}
+
+func storedIDs(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	rs, _, err := st.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func TestAddKeepsForeverRulesInTheStoreAndOthersInMemory(t *testing.T) {
+	f := newFixture(t, Options{})
+	forever, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/curl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := rule(shared.ActionAllow, shared.LifetimeSession, "/usr/bin/wget")
+	session.Session = ":1.42"
+	sess, err := f.b.Add(alice, session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if forever.ID == "" || forever.Owner != 1000 || !forever.Created.Equal(f.clock) {
+		t.Errorf("kept rule %+v", forever)
+	}
+	if got := storedIDs(t, f.st); len(got) != 1 || got[0] != forever.ID {
+		t.Errorf("stored %v, want only the forever rule", got)
+	}
+	if f.set.Len() != 2 || f.b.Len() != 2 {
+		t.Errorf("set has %d rules, want 2", f.set.Len())
+	}
+	if n := f.b.EndSession(":1.42"); n != 1 {
+		t.Errorf("EndSession removed %d", n)
+	}
+	if _, ok := f.b.Get(sess.ID); ok || f.set.Len() != 1 {
+		t.Error("session rule outlived its session")
+	}
+}
+
+func TestOwnership(t *testing.T) {
+	f := newFixture(t, Options{})
+	sys := rule(shared.ActionDeny, shared.LifetimeForever, "/usr/bin/nc")
+	sysRule, err := f.b.Add(root, sys)
+	if err != nil || sysRule.Owner != shared.OwnerSystem {
+		t.Fatalf("root's rule: %+v %v", sysRule, err)
+	}
+	// A user's rule is theirs, whatever owner it names as system.
+	mine, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/nc"))
+	if err != nil || mine.Owner != 1000 {
+		t.Fatalf("alice's rule: %+v %v", mine, err)
+	}
+	forBob := rule(shared.ActionAllow, shared.LifetimeForever, "/x")
+	forBob.Owner = 1001
+	if _, err := f.b.Add(alice, forBob); !errors.Is(err, ErrNotPermitted) {
+		t.Errorf("alice making bob's rule: %v", err)
+	}
+	if err := f.b.Delete(bob, mine.ID); !errors.Is(err, ErrNotPermitted) {
+		t.Errorf("bob deleting alice's rule: %v", err)
+	}
+	if err := f.b.Delete(alice, sysRule.ID); !errors.Is(err, ErrNotPermitted) {
+		t.Errorf("alice deleting a system rule: %v", err)
+	}
+	if _, err := f.b.Update(alice, sysRule.ID, rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/nc")); !errors.Is(err, ErrNotPermitted) {
+		t.Errorf("alice editing a system rule: %v", err)
+	}
+	if got := f.b.List(bob); len(got) != 1 || got[0].ID != sysRule.ID {
+		t.Errorf("bob sees %+v, want only the system rule", got)
+	}
+	if got := f.b.List(root); len(got) != 2 {
+		t.Errorf("root sees %d rules", len(got))
+	}
+	if err := f.b.Delete(alice, mine.ID); err != nil {
+		t.Errorf("alice deleting her rule: %v", err)
+	}
+	if err := f.b.Delete(root, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleting a missing rule: %v", err)
+	}
+}
+
+func TestFileRulesAreReadOnly(t *testing.T) {
+	f := newFixture(t, Options{})
+	fr := rule(shared.ActionAllow, shared.LifetimeForever, "/usr/sbin/ntpd")
+	fr.ID, fr.ReadOnly, fr.Source = "10-ntp:ntpd", true, "rules.d/10-ntp.toml"
+	f.b.SetFileRules([]shared.Rule{fr})
+	if f.set.Len() != 1 {
+		t.Fatal("file rule not applied")
+	}
+	if err := f.b.Delete(root, fr.ID); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("delete file rule: %v", err)
+	}
+	if _, err := f.b.Add(root, fr); err == nil {
+		t.Error("added a rule with a file rule's id")
+	}
+}
+
+func TestInvalidAndOnceRulesAreRefused(t *testing.T) {
+	f := newFixture(t, Options{})
+	bad := rule(shared.ActionAllow, shared.LifetimeForever, "relative/path")
+	if _, err := f.b.Add(alice, bad); !errors.Is(err, ErrInvalid) {
+		t.Errorf("invalid rule: %v", err)
+	}
+	var fe *shared.FieldError
+	if _, err := f.b.Add(alice, bad); !errors.As(err, &fe) || fe.Field != "exe" {
+		t.Errorf("error does not name the field: %v", err)
+	}
+	if _, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeOnce, "/bin/x")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("once rule: %v", err)
+	}
+	if len(storedIDs(t, f.st)) != 0 || f.b.Len() != 0 {
+		t.Error("a refused rule was kept")
+	}
+}
+
+func TestPerUserLimit(t *testing.T) {
+	f := newFixture(t, Options{MaxPerUser: 2})
+	for i := 0; i < 2; i++ {
+		if _, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")); !errors.Is(err, ErrLimit) {
+		t.Errorf("third rule: %v", err)
+	}
+	if _, err := f.b.Add(bob, rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")); err != nil {
+		t.Errorf("another user's rule: %v", err)
+	}
+	if _, err := f.b.Import(alice, []shared.Rule{rule(shared.ActionDeny, shared.LifetimeForever, "/bin/y")}); !errors.Is(err, ErrLimit) {
+		t.Errorf("import past the limit: %v", err)
+	}
+}
+
+func TestImportIsIdempotentAndAllOrNothing(t *testing.T) {
+	f := newFixture(t, Options{})
+	rs := []shared.Rule{
+		rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/curl"),
+		rule(shared.ActionDeny, shared.LifetimeForever, "/usr/bin/nc"),
+	}
+	if n, err := f.b.Import(root, rs); err != nil || n != 2 {
+		t.Fatalf("first import: %d %v", n, err)
+	}
+	first := storedIDs(t, f.st)
+	if n, err := f.b.Import(root, rs); err != nil || n != 0 {
+		t.Errorf("second import changed %d rules (%v)", n, err)
+	}
+	if got := storedIDs(t, f.st); len(got) != 2 || got[0] != first[0] || got[1] != first[1] {
+		t.Errorf("stored %v after re-import, want %v", got, first)
+	}
+	bad := append(rs, rule(shared.ActionAllow, shared.LifetimeForever, "not/absolute"))
+	bad[0].Note = "changed"
+	if _, err := f.b.Import(root, bad); err == nil {
+		t.Fatal("import with a bad rule succeeded")
+	}
+	for _, r := range f.b.List(root) {
+		if r.Note == "changed" {
+			t.Error("a failed import changed a rule")
+		}
+	}
+}
+
+func TestPruneEndsProcessAndUntilRules(t *testing.T) {
+	f := newFixture(t, Options{})
+	p := rule(shared.ActionAllow, shared.LifetimeProcess, "/bin/x")
+	p.PID, p.PIDStart = 42, 7
+	if _, err := f.b.Add(alice, p); err != nil {
+		t.Fatal(err)
+	}
+	u := rule(shared.ActionAllow, shared.LifetimeUntil, "/bin/y")
+	u.Until = f.clock.Add(time.Hour)
+	until, err := f.b.Add(alice, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := map[int]bool{42: true}
+	isAlive := func(pid int, start uint64) bool { return alive[pid] && start == 7 }
+	if n := f.b.Prune(isAlive); n != 0 {
+		t.Fatalf("pruned %d live rules", n)
+	}
+	alive[42] = false
+	f.clock = f.clock.Add(2 * time.Hour)
+	if n := f.b.Prune(isAlive); n != 2 {
+		t.Errorf("pruned %d, want 2", n)
+	}
+	if ids := storedIDs(t, f.st); len(ids) != 0 {
+		t.Errorf("expired until rule %s still stored: %v", until.ID, ids)
+	}
+}
+
+func TestStoredRulesComeBack(t *testing.T) {
+	f := newFixture(t, Options{})
+	r, err := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/curl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set *rules.Set
+	b2, err := New(f.st, func(s *rules.Set) { set = s }, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := b2.Get(r.ID); !ok || got.Owner != 1000 || set.Len() != 1 {
+		t.Errorf("reloaded %+v %v", got, ok)
+	}
+}
+
+func TestUpdateKeepsIdentityAndMovesBetweenStoreAndMemory(t *testing.T) {
+	f := newFixture(t, Options{})
+	r, _ := f.b.Add(alice, rule(shared.ActionAllow, shared.LifetimeForever, "/usr/bin/curl"))
+	f.clock = f.clock.Add(time.Minute)
+	changed := rule(shared.ActionDeny, shared.LifetimeSession, "/usr/bin/curl")
+	u, err := f.b.Update(alice, r.ID, changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.ID != r.ID || !u.Created.Equal(r.Created) || !u.Updated.Equal(f.clock) || u.Owner != 1000 {
+		t.Errorf("updated %+v", u)
+	}
+	if ids := storedIDs(t, f.st); len(ids) != 0 {
+		t.Errorf("session rule still stored: %v", ids)
+	}
+}
