@@ -1,0 +1,357 @@
+package dbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	godbus "github.com/godbus/dbus/v5"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// SystemBusAddress is the system bus address when DBUS_SYSTEM_BUS_ADDRESS
+// is not set.
+const SystemBusAddress = "unix:path=/run/dbus/system_bus_socket"
+
+// Client calls the daemon over D-Bus. Every method takes a context first;
+// errors from the daemon are *Error, so errors.Is(err, ErrNotAuthorized)
+// and friends work.
+type Client struct {
+	conn  *godbus.Conn
+	obj   godbus.BusObject
+	owned bool
+}
+
+// Connect makes a client on an open, authenticated bus connection. The
+// connection stays the caller's: Close does not close it.
+func Connect(ctx context.Context, conn *godbus.Conn) (*Client, error) {
+	if conn == nil {
+		return nil, errors.New("connect to tollgated: no bus connection")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, obj: conn.Object(BusName, ObjectPath)}, nil
+}
+
+// Dial opens a private connection to the bus at address ("" = the system
+// bus: $DBUS_SYSTEM_BUS_ADDRESS or SystemBusAddress) and makes a client on
+// it; Close closes the connection.
+func Dial(ctx context.Context, address string) (*Client, error) {
+	if address == "" {
+		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if address == "" {
+		address = SystemBusAddress
+	}
+	conn, err := godbus.Connect(address, godbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("connect to bus %s: %w", address, err)
+	}
+	c, err := Connect(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c.owned = true
+	return c, nil
+}
+
+// Conn returns the client's bus connection.
+func (c *Client) Conn() *godbus.Conn { return c.conn }
+
+// Close closes the connection if Dial opened it.
+func (c *Client) Close() error {
+	if c.owned {
+		return c.conn.Close()
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, method string, out []any, args ...any) error {
+	call := c.obj.CallWithContext(ctx, Interface+"."+method, 0, args...)
+	if call.Err != nil {
+		return fmt.Errorf("%s: %w", method, FromDBusError(call.Err))
+	}
+	if len(out) > 0 {
+		if err := call.Store(out...); err != nil {
+			return fmt.Errorf("%s: read reply: %w", method, err)
+		}
+	}
+	return nil
+}
+
+// GetStatus returns the daemon's status.
+func (c *Client) GetStatus(ctx context.Context) (shared.Status, error) {
+	var raw map[string]godbus.Variant
+	if err := c.call(ctx, MethodGetStatus, []any{&raw}); err != nil {
+		return shared.Status{}, err
+	}
+	f, err := Fields(raw)
+	if err != nil {
+		return shared.Status{}, fmt.Errorf("GetStatus: %w", err)
+	}
+	return shared.StatusFromFields(f)
+}
+
+// SetMode sets the mode (enforcing, monitor, disabled).
+func (c *Client) SetMode(ctx context.Context, mode string) error {
+	return c.call(ctx, MethodSetMode, nil, mode)
+}
+
+// ListRules returns the rules the caller may see.
+func (c *Client) ListRules(ctx context.Context) ([]shared.Rule, error) {
+	var raw []map[string]godbus.Variant
+	if err := c.call(ctx, MethodListRules, []any{&raw}); err != nil {
+		return nil, err
+	}
+	fs, err := FieldsList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ListRules: %w", err)
+	}
+	out := make([]shared.Rule, 0, len(fs))
+	for i, f := range fs {
+		r, err := shared.RuleFromFields(f)
+		if err != nil {
+			return nil, fmt.Errorf("ListRules: rule %d: %w", i, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// AddRule adds r and returns its id. Bookkeeping fields are not sent.
+func (c *Client) AddRule(ctx context.Context, r shared.Rule) (string, error) {
+	var id string
+	err := c.call(ctx, MethodAddRule, []any{&id}, Variants(writableFields(r)))
+	return id, err
+}
+
+// AddRuleFields adds a rule given as a field map (as a CLI builds it from
+// flags), so fields left out stay absent.
+func (c *Client) AddRuleFields(ctx context.Context, f map[string]any) (string, error) {
+	var id string
+	err := c.call(ctx, MethodAddRule, []any{&id}, Variants(f))
+	return id, err
+}
+
+// UpdateRule replaces the fields of rule id with r's.
+func (c *Client) UpdateRule(ctx context.Context, id string, r shared.Rule) error {
+	return c.call(ctx, MethodUpdateRule, nil, id, Variants(writableFields(r)))
+}
+
+// DeleteRule deletes rule id.
+func (c *Client) DeleteRule(ctx context.Context, id string) error {
+	return c.call(ctx, MethodDeleteRule, nil, id)
+}
+
+// ExportRules returns the caller's visible forever rules as a TOML rules
+// file.
+func (c *Client) ExportRules(ctx context.Context) (string, error) {
+	var s string
+	err := c.call(ctx, MethodExportRules, []any{&s})
+	return s, err
+}
+
+// ImportRules stores the rules of a TOML rules file and returns how many
+// were added (0 when all were there already).
+func (c *Client) ImportRules(ctx context.Context, toml string) (int, error) {
+	var n uint32
+	err := c.call(ctx, MethodImportRules, []any{&n}, toml)
+	return int(n), err
+}
+
+// RegisterAgent makes this connection an agent of the caller's uid.
+func (c *Client) RegisterAgent(ctx context.Context) error {
+	return c.call(ctx, MethodRegisterAgent, nil)
+}
+
+// UnregisterAgent ends this connection's agent registration.
+func (c *Client) UnregisterAgent(ctx context.Context) error {
+	return c.call(ctx, MethodUnregisterAgent, nil)
+}
+
+// ListPending returns the pending groups the caller may see.
+func (c *Client) ListPending(ctx context.Context) ([]shared.Pending, error) {
+	var raw []map[string]godbus.Variant
+	if err := c.call(ctx, MethodListPending, []any{&raw}); err != nil {
+		return nil, err
+	}
+	fs, err := FieldsList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ListPending: %w", err)
+	}
+	out := make([]shared.Pending, 0, len(fs))
+	for i, f := range fs {
+		p, err := shared.PendingFromFields(f)
+		if err != nil {
+			return nil, fmt.Errorf("ListPending: record %d: %w", i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Answer answers pending group a.PendingID.
+func (c *Client) Answer(ctx context.Context, a shared.Answer) error {
+	return c.call(ctx, MethodAnswer, nil, a.PendingID, string(a.Action), string(a.Lifetime),
+		string(a.Scope), Variants(a.Options()))
+}
+
+// RecentConnections returns connection log entries, newest first.
+func (c *Client) RecentConnections(ctx context.Context, f shared.LogFilter) ([]shared.LogEntry, error) {
+	var raw []map[string]godbus.Variant
+	if err := c.call(ctx, MethodRecentConnections, []any{&raw}, Variants(f.Fields())); err != nil {
+		return nil, err
+	}
+	fs, err := FieldsList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("RecentConnections: %w", err)
+	}
+	out := make([]shared.LogEntry, 0, len(fs))
+	for i, f := range fs {
+		e, err := shared.LogEntryFromFields(f)
+		if err != nil {
+			return nil, fmt.Errorf("RecentConnections: record %d: %w", i, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// writableFields are r's fields without the bookkeeping the daemon keeps.
+func writableFields(r shared.Rule) map[string]any {
+	f := r.Fields()
+	for k := range f {
+		if shared.IsBookkeepingField(k) {
+			delete(f, k)
+		}
+	}
+	return f
+}
+
+// Signal is one signal of the daemon. Name says which; the other fields are
+// set as the signal carries them.
+type Signal struct {
+	Name    string         // SignalConnectionPending, SignalPendingResolved, SignalRulesChanged, SignalStatusChanged
+	Pending shared.Pending // ConnectionPending
+	ID      uint64         // PendingResolved
+	Action  shared.Action  // PendingResolved
+	Status  shared.Status  // StatusChanged
+}
+
+// Signals subscribes to the daemon's signals until ctx ends; then the
+// channel is closed. ConnectionPending reaches only registered agents (it
+// is sent to them directly). Signals that cannot be read are dropped; a
+// slow reader loses signals rather than blocking the connection.
+func (c *Client) Signals(ctx context.Context) (<-chan Signal, error) {
+	opts := []godbus.MatchOption{
+		godbus.WithMatchInterface(Interface),
+		godbus.WithMatchObjectPath(ObjectPath),
+	}
+	if err := c.conn.AddMatchSignalContext(ctx, opts...); err != nil {
+		return nil, fmt.Errorf("subscribe to tollgated signals: %w", err)
+	}
+	raw := make(chan *godbus.Signal, 64)
+	c.conn.Signal(raw)
+	out := make(chan Signal, 64)
+	go func() {
+		defer close(out)
+		defer func() {
+			c.conn.RemoveSignal(raw)
+			// Best effort: the connection may be gone already.
+			_ = c.conn.RemoveMatchSignalContext(context.Background(), opts...)
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.conn.Context().Done():
+				return
+			case s, ok := <-raw:
+				if !ok {
+					return
+				}
+				sig, ok := ParseSignal(s)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- sig:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// ParseSignal reads a godbus signal of the daemon's interface; ok is false
+// for other signals and for bodies that do not match the XML.
+func ParseSignal(s *godbus.Signal) (Signal, bool) {
+	if s == nil || s.Path != ObjectPath {
+		return Signal{}, false
+	}
+	iface, member := splitMember(s.Name)
+	if iface != Interface {
+		return Signal{}, false
+	}
+	sig := Signal{Name: member}
+	switch member {
+	case SignalConnectionPending:
+		if len(s.Body) != 1 {
+			return Signal{}, false
+		}
+		raw, ok := s.Body[0].(map[string]godbus.Variant)
+		if !ok {
+			return Signal{}, false
+		}
+		f, err := Fields(raw)
+		if err != nil {
+			return Signal{}, false
+		}
+		if sig.Pending, err = shared.PendingFromFields(f); err != nil {
+			return Signal{}, false
+		}
+	case SignalPendingResolved:
+		if len(s.Body) != 2 {
+			return Signal{}, false
+		}
+		id, ok1 := s.Body[0].(uint64)
+		a, ok2 := s.Body[1].(string)
+		if !ok1 || !ok2 {
+			return Signal{}, false
+		}
+		sig.ID, sig.Action = id, shared.Action(a)
+	case SignalRulesChanged:
+	case SignalStatusChanged:
+		if len(s.Body) != 1 {
+			return Signal{}, false
+		}
+		raw, ok := s.Body[0].(map[string]godbus.Variant)
+		if !ok {
+			return Signal{}, false
+		}
+		f, err := Fields(raw)
+		if err != nil {
+			return Signal{}, false
+		}
+		if sig.Status, err = shared.StatusFromFields(f); err != nil {
+			return Signal{}, false
+		}
+	default:
+		return Signal{}, false
+	}
+	return sig, true
+}
+
+func splitMember(name string) (iface, member string) {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '.' {
+			return name[:i], name[i+1:]
+		}
+	}
+	return "", name
+}
