@@ -135,6 +135,10 @@ type Connection struct {
 	Attribution Attribution `json:"attribution,omitempty"`
 
 	Hosts []string `json:"hosts,omitempty"` // names this connection's remote address was resolved from
+	// HostSource says whose DNS answer gave Hosts: "process" (the
+	// connection's own process), "user" (another process of its user) or
+	// "any" (someone else's: a fallback); "" when Hosts is empty.
+	HostSource string `json:"host_source,omitempty"`
 }
 
 // Attribution says how a connection was tied to its origin.
