@@ -20,8 +20,9 @@ import (
 	"github.com/tollgate-fw/tollgate/daemon/config"
 	"github.com/tollgate-fw/tollgate/daemon/engine"
 	"github.com/tollgate-fw/tollgate/daemon/netfilter"
+	"github.com/tollgate-fw/tollgate/daemon/pending"
 	"github.com/tollgate-fw/tollgate/daemon/queue"
-	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/daemon/rulebook"
 	"github.com/tollgate-fw/tollgate/daemon/rulesdir"
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/shared"
@@ -33,13 +34,17 @@ type Service struct {
 	log    *slog.Logger
 	store  *store.Store
 	engine *engine.Engine
-
-	mu        sync.Mutex
-	fileRules []shared.Rule
+	book   *rulebook.Book
+	broker *pending.Broker
+	attr   *attribution.Attributor
+	agents *agents
 }
 
-// hitFlush is how often rule hit counters are written to the store.
-const hitFlush = 10 * time.Second
+// Housekeeping periods.
+const (
+	hitFlush  = 10 * time.Second // rule hit counters to the store
+	houseTick = time.Second      // pending timeouts, ended process and until rules
+)
 
 // Run starts the daemon and blocks until ctx ends or a part fails. reload
 // receives a value each time the rules directory should be read again
@@ -60,14 +65,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		}
 	}()
 
-	s := &Service{cfg: cfg, log: log, store: st}
-	s.loadFileRules()
+	s := &Service{cfg: cfg, log: log, store: st, agents: newAgents()}
 
 	attr, err := attribution.New(ctx, log, attribution.Options{ProcEventsNetns: cfg.ProcEventsNetns})
 	if err != nil {
 		return fmt.Errorf("start attribution: %w", err)
 	}
 	defer attr.Close()
+	s.attr = attr
 
 	ifn := newIfNames()
 	runCtx, cancel := context.WithCancel(ctx)
@@ -92,10 +97,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		IfName:        ifn.name,
 	}, log, q, attr, st)
 	s.engine = eng
-	if err := s.rebuild(); err != nil {
+	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{}); err != nil {
 		q.Close()
 		return err
 	}
+	s.loadFileRules()
+	s.broker = pending.New(pending.Options{
+		Timeout: cfg.PromptTimeout.Duration,
+		Default: cfg.DefaultAction,
+	}, s.agents, s)
+	eng.SetAsker(s.broker)
 
 	nf, err := netfilter.New(netfilter.Options{
 		QueueNum:          cfg.QueueNum,
@@ -124,10 +135,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 	}
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
-		"intercept_loopback", cfg.InterceptLoopback, "rules", eng.Rules().Len())
+		"intercept_loopback", cfg.InterceptLoopback, "rules", s.book.Len())
 
 	hits := time.NewTicker(hitFlush)
 	defer hits.Stop()
+	house := time.NewTicker(houseTick)
+	defer house.Stop()
 loop:
 	for {
 		select {
@@ -135,20 +148,22 @@ loop:
 			break loop
 		case <-reload:
 			s.loadFileRules()
-			if err := s.rebuild(); err != nil {
-				log.Error("reload rules", "err", err)
-			}
+		case <-house.C:
+			s.broker.Expire()
+			s.book.Prune(attr.Alive)
 		case <-hits.C:
 			s.flushHits()
 		}
 	}
 
-	// Shutdown: remove the chains first so no new packet is queued, then
-	// let the engine give every held packet its verdict, then close the queue.
+	// Shutdown: remove the chains first so no new packet is queued, end
+	// every pending group, let the engine give every held packet its
+	// verdict, then close the queue.
 	var errs []error
 	if err := nf.Remove(); err != nil {
 		errs = append(errs, fmt.Errorf("remove chains: %w", err))
 	}
+	s.broker.Close()
 	cancel()
 	<-engDone
 	if err := q.Close(); err != nil {
@@ -168,31 +183,11 @@ func (s *Service) loadFileRules() {
 	for _, err := range errs {
 		s.log.Error("rules file", "err", err)
 	}
-	s.mu.Lock()
-	s.fileRules = rs
-	s.mu.Unlock()
+	s.book.SetFileRules(rs)
 	s.log.Info("read rules directory", "dir", s.cfg.RulesDir, "rules", len(rs), "errors", len(errs))
 }
 
-// rebuild makes a new rule set from the store and the rules directory and
-// puts it in force.
-func (s *Service) rebuild() error {
-	stored, bad, err := s.store.Rules()
-	if err != nil {
-		return fmt.Errorf("read rules from database: %w", err)
-	}
-	for _, b := range bad {
-		s.log.Error("unreadable rule in database (kept, not applied)", "key", b.Key, "err", b.Err)
-	}
-	s.mu.Lock()
-	all := make([]shared.Rule, 0, len(stored)+len(s.fileRules))
-	all = append(all, s.fileRules...)
-	s.mu.Unlock()
-	all = append(all, stored...)
-	s.engine.SetRules(rules.NewSet(all))
-	return nil
-}
-
+// flushHits writes the rule hit counters to the store and the rule book.
 func (s *Service) flushHits() {
 	h := s.engine.TakeHits()
 	if len(h) == 0 {
@@ -202,9 +197,23 @@ func (s *Service) flushHits() {
 	for id, v := range h {
 		sh[id] = store.Hit{Count: v.Count, Last: v.Last}
 	}
+	s.book.AddHits(sh)
 	if err := s.store.UpdateHits(sh); err != nil {
 		s.log.Error("write rule hits", "err", err)
 	}
+}
+
+// Pending is told of a new pending group (pending.Events): its agents are
+// asked.
+func (s *Service) Pending(g pending.Group) {
+	s.log.Info("asking", "pending", g.ID, "agents", g.Agents, "exe", g.Conn.Exe, "uid", g.Conn.UID,
+		"remote", g.Key.Remote, "port", g.Key.Port, "proto", g.Key.Proto)
+}
+
+// Resolved is told that a pending group ended (pending.Events): its packets
+// get the verdict.
+func (s *Service) Resolved(g pending.Group, v shared.Verdict, pkts []pending.Packet) {
+	s.engine.Resolve(pkts, v)
 }
 
 // ifNames caches interface names by index; a miss asks the kernel once.
