@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -196,5 +197,31 @@ func TestBadRecordsAreReportedNotDropped(t *testing.T) {
 	}
 	if _, bad, _ = s.Rules(); len(bad) != 1 || bad[0].Key != "b-moved" {
 		t.Fatalf("after delete: %v", bad)
+	}
+}
+
+func TestRulesDecodesManyInParallelInOrder(t *testing.T) {
+	path := dbPath(t)
+	s := openT(t, Options{Path: path})
+	const n = 3000
+	want := make([]shared.Rule, n)
+	for i := range want {
+		want[i] = smallRule(fmt.Sprintf("rule-%05d", i))
+	}
+	if err := s.PutRules(want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	rawUpdate(t, path, nil, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketRules).Put([]byte("rule-01500x"), []byte("not json"))
+	})
+	s = openT(t, Options{Path: path})
+	got, bad, err := s.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertRules(t, got, want...)
+	if len(bad) != 1 || bad[0].Key != "rule-01500x" {
+		t.Fatalf("bad %v", bad)
 	}
 }
