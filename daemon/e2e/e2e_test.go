@@ -317,3 +317,64 @@ exe = %q
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portB)), codeTimeout, "allowed by tollgate, dropped by the admin's rule")
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv6(portB)), codeOK, "IPv6 has no admin rule")
 }
+
+func TestIntegrationMonitorModeAllowsAndLogsWouldBeDenials(t *testing.T) {
+	e := newEnv(t)
+	probe := e.probe("client")
+	e.start(`mode = "monitor"`)
+	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "monitor mode, no rule")
+	if err := e.stop(e.d, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var seen bool
+	for _, le := range e.logEntries() {
+		if le.Connection.Exe == probe {
+			seen = true
+			if le.Verdict.Action != shared.ActionDeny || !le.Verdict.Monitor {
+				t.Errorf("monitor log entry %+v, want a would-be deny", le.Verdict)
+			}
+		}
+	}
+	if !seen {
+		t.Error("monitor mode logged nothing")
+	}
+}
+
+func TestIntegrationSIGHUPReloadsRulesDir(t *testing.T) {
+	e := newEnv(t)
+	probe := e.probe("client")
+	e.writeRules("50-broken.toml", "[[rule]]\naction = \"allow\"\nport = \"not a port\"\n")
+	d := e.start("")
+	if !strings.Contains(e.daemonLog(), "50-broken.toml") {
+		t.Errorf("a bad rules file is not reported by name:\n%s", e.daemonLog())
+	}
+	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeTimeout, "before the rule exists")
+	e.writeRules("51-reload.toml", fmt.Sprintf("[[rule]]\naction = \"allow\"\nexe = %q\n", probe))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 5*time.Second, "rules reloaded", func() bool {
+		return strings.Count(d.out.String(), "read rules directory") >= 2
+	})
+	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "after SIGHUP")
+}
+
+func TestCheckConfigReportsBadRulesAndKeys(t *testing.T) {
+	e := &env{t: t, bin: binaries(t), dir: t.TempDir()}
+	if err := os.MkdirAll(filepath.Join(e.dir, "rules.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.writeConfig("")
+	tollgated := filepath.Join(e.bin, "tollgated")
+	if out, err := runCmd(tollgated, "-config", cfg, "-check-config"); err != nil {
+		t.Errorf("good config: %v\n%s", err, out)
+	}
+	e.writeRules("60-bad.toml", "[[rule]]\nname = \"typo\"\naction = \"alow\"\n")
+	out, err := runCmd(tollgated, "-config", cfg, "-check-config")
+	if err == nil || !strings.Contains(out, "60-bad.toml") || !strings.Contains(out, "action") || !strings.Contains(out, "typo") {
+		t.Errorf("bad rule: err %v, output does not name file, rule and field:\n%s", err, out)
+	}
+	bad := filepath.Join(e.dir, "bad.toml")
+	os.WriteFile(bad, []byte("default_action = \"maybe\"\n"), 0o644)
+	if out, err := runCmd(tollgated, "-config", bad, "-check-config"); err == nil || !strings.Contains(out, "default_action") {
+		t.Errorf("bad key: err %v\n%s", err, out)
+	}
+}
