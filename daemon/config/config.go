@@ -76,6 +76,8 @@ type Config struct {
 	InterceptLoopback   bool          `toml:"intercept_loopback"`
 	Inbound             bool          `toml:"inbound"`
 	QueueNum            uint16        `toml:"queue_num"`
+	DNS                 bool          `toml:"dns"`
+	DNSQueueNum         uint16        `toml:"dns_queue_num"`
 	RejectMark          uint32        `toml:"reject_mark"`
 	AcceptMarkOut       uint32        `toml:"accept_mark_out"`
 	AcceptMarkIn        uint32        `toml:"accept_mark_in"`
@@ -197,6 +199,9 @@ func (c *Config) Validate() error {
 			bad(m.key, "bit %#x is already used by another mark key", m.bit)
 		}
 		seen |= m.bit
+	}
+	if c.DNS && c.DNSQueueNum == c.QueueNum {
+		bad("dns_queue_num", "must differ from queue_num (both %d)", c.QueueNum)
 	}
 	switch c.IptablesBackend {
 	case "auto", "nft", "legacy":

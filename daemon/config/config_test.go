@@ -116,3 +116,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDNSKeys(t *testing.T) {
+	c := Default()
+	if !c.DNS || c.DNSQueueNum != 7468 {
+		t.Errorf("dns = %v, dns_queue_num = %d; want true and 7468 by default", c.DNS, c.DNSQueueNum)
+	}
+	c, err := Parse([]byte("dns = false\ndns_queue_num = 9\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS || c.DNSQueueNum != 9 {
+		t.Errorf("dns overrides not applied: %+v", c)
+	}
+	if _, err := Parse([]byte("queue_num = 5\ndns_queue_num = 5\n"), "test"); err == nil || !strings.Contains(err.Error(), "dns_queue_num") {
+		t.Errorf("same queue for connections and DNS: error %v, want one naming dns_queue_num", err)
+	}
+	if _, err := Parse([]byte("queue_num = 5\ndns_queue_num = 5\ndns = false\n"), "test"); err != nil {
+		t.Errorf("DNS off, its queue number does not matter: %v", err)
+	}
+	if _, err := Parse([]byte("dns_queue_num = 70000\n"), "test"); err == nil || !strings.Contains(err.Error(), "dns_queue_num") {
+		t.Errorf("out-of-range dns_queue_num: %v", err)
+	}
+}
