@@ -12,7 +12,7 @@ DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all deps build test test-unit fuzz bench demo vet clean
+.PHONY: all deps build test test-unit fuzz bench bench-go demo vet clean
 
 all: build
 
@@ -48,8 +48,15 @@ fuzz: deps
 			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; done
 
-bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Benchmarks: the Go benchmarks (bench-go), then tgbench's end-to-end figures
+# (root, in namespaces it creates and removes): a table on stdout and
+# bench/results.json. BENCH_QUICK=1: a fast smoke run of both.
+bench: build bench-go
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./internal/cmd/tgbench ./internal/cmd/tgload ./internal/cmd/tgbare
+	$(BIN)/tgbench -bin $(BIN) -out bench/results.json
+
+bench-go: deps
+	$(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 100x) ./...
 
 demo: build
 	$(BIN)/tgdemo -bin $(BIN)

@@ -1,0 +1,322 @@
+// Command tgload is the load client and server of Tollgate's benchmarks
+// (internal/bench). It runs inside the benchmark's network namespaces and
+// prints its measurements as one JSON object on stdout.
+//
+//	tgload serve -addr :7000[,:7001]          echo server; closes after the client
+//	tgload run -addr H:P -n N -workers W       N connections, W at a time: rate, connect latency
+//	tgload hold -addr H:P -n N                 open N idle connections and keep them until SIGTERM
+//	tgload churn -addr H:P -n N -parallel P EXE...  N processes (copies of tgprobe), each connecting once
+//	tgload first -addr H:P                     connect until one is refused; print when
+//
+// Every client socket closes with linger 0 (a reset), so no TIME_WAIT piles
+// up between runs. tgload never touches netfilter.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "run":
+		err = run(os.Args[2:])
+	case "hold":
+		err = hold(os.Args[2:])
+	case "churn":
+		err = churn(os.Args[2:])
+	case "first":
+		err = first(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tgload:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: tgload serve|run|hold|churn|first [flags] (see the package doc)")
+	os.Exit(2)
+}
+
+func emit(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	addrs := fs.String("addr", ":7000", "comma-separated TCP addresses to listen on")
+	fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	for _, a := range strings.Split(*addrs, ",") {
+		lc := net.ListenConfig{}
+		l, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", a, err)
+		}
+		go func() { <-ctx.Done(); l.Close() }()
+		go acceptLoop(l)
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	return nil
+}
+
+// acceptLoop echoes what each connection sends until the client closes it:
+// the server never closes first.
+func acceptLoop(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// Result is what `tgload run` prints.
+type Result struct {
+	Connections int     `json:"connections"` // completed (connect, echo, close)
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	PerSec      float64 `json:"per_sec"`
+	P50us       float64 `json:"p50_us"` // connect() latency
+	P99us       float64 `json:"p99_us"`
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	addr := fs.String("addr", "", "server HOST:PORT")
+	n := fs.Int("n", 20000, "connections in total")
+	workers := fs.Int("workers", 8, "connections in flight at once")
+	timeout := fs.Duration("timeout", 3*time.Second, "per-connection timeout")
+	fs.Parse(args)
+	if *addr == "" || *n <= 0 || *workers <= 0 {
+		return errors.New("run: need -addr, -n > 0, -workers > 0")
+	}
+	var next atomic.Int64
+	var errCount atomic.Int64
+	var firstErr atomic.Value
+	lat := make([][]time.Duration, *workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, *n / *workers + 1)
+			buf := make([]byte, 1)
+			for next.Add(1) <= int64(*n) {
+				d, err := once(*addr, *timeout, buf)
+				if err != nil {
+					errCount.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				mine = append(mine, d)
+			}
+			lat[w] = mine
+		}(w)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := Result{Connections: len(all), Errors: int(errCount.Load()), Seconds: took.Seconds()}
+	if s, ok := firstErr.Load().(string); ok {
+		r.FirstError = s
+	}
+	if took > 0 {
+		r.PerSec = float64(len(all)) / took.Seconds()
+	}
+	r.P50us = micros(percentile(all, 0.50))
+	r.P99us = micros(percentile(all, 0.99))
+	return emit(r)
+}
+
+// once makes one connection: connect (timed), send a byte, read its echo,
+// close with a reset.
+func once(addr string, timeout time.Duration, buf []byte) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(t0)
+	tc := c.(*net.TCPConn)
+	defer tc.Close()
+	tc.SetLinger(0)
+	tc.SetDeadline(t0.Add(timeout))
+	buf[0] = 'x'
+	if _, err := tc.Write(buf); err != nil {
+		return 0, fmt.Errorf("write: %w", err)
+	}
+	if _, err := io.ReadFull(tc, buf); err != nil {
+		return 0, fmt.Errorf("read echo: %w", err)
+	}
+	return d, nil
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// hold opens n connections, prints {"held": n} and keeps them idle until
+// SIGTERM or stdin closes.
+func hold(args []string) error {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	addr := fs.String("addr", "", "server HOST:PORT")
+	n := fs.Int("n", 10000, "connections to hold")
+	fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	conns := make([]net.Conn, 0, *n)
+	defer func() {
+		for _, c := range conns {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	for len(conns) < *n {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c, err := net.DialTimeout("tcp", *addr, 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("hold connection %d: %w", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	if err := emit(map[string]int{"held": len(conns)}); err != nil {
+		return err
+	}
+	go func() { io.Copy(io.Discard, os.Stdin); stop() }()
+	<-ctx.Done()
+	return nil
+}
+
+// ChurnResult is what `tgload churn` prints: which executable each process
+// id ran, so a connection log can be checked against it.
+type ChurnResult struct {
+	Started  int            `json:"started"`
+	OK       int            `json:"ok"`
+	Failed   int            `json:"failed"`
+	FirstErr string         `json:"first_error,omitempty"`
+	Exe      map[int]string `json:"exe"` // pid -> executable path
+	Seconds  float64        `json:"seconds"`
+}
+
+func churn(args []string) error {
+	fs := flag.NewFlagSet("churn", flag.ExitOnError)
+	addr := fs.String("addr", "", "server HOST:PORT")
+	n := fs.Int("n", 1000, "processes in total")
+	parallel := fs.Int("parallel", 32, "processes running at once")
+	fs.Parse(args)
+	exes := fs.Args()
+	if *addr == "" || len(exes) == 0 || *n <= 0 || *parallel <= 0 {
+		return errors.New("churn: need -addr, -n, -parallel and at least one executable")
+	}
+	res := ChurnResult{Exe: make(map[int]string, *n)}
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < *parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(*n) {
+					return
+				}
+				exe := exes[int(i)%len(exes)]
+				cmd := exec.Command(exe, "connect", "-timeout", "3s", "tcp", *addr)
+				out := &strings.Builder{}
+				cmd.Stdout, cmd.Stderr = out, out
+				if err := cmd.Start(); err != nil {
+					mu.Lock()
+					res.Failed++
+					if res.FirstErr == "" {
+						res.FirstErr = err.Error()
+					}
+					mu.Unlock()
+					continue
+				}
+				pid := cmd.Process.Pid
+				err := cmd.Wait()
+				mu.Lock()
+				res.Started++
+				res.Exe[pid] = exe
+				if err != nil {
+					res.Failed++
+					if res.FirstErr == "" {
+						res.FirstErr = fmt.Sprintf("%s: %v: %s", exe, err, strings.TrimSpace(out.String()))
+					}
+				} else {
+					res.OK++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.Seconds = time.Since(start).Seconds()
+	return emit(res)
+}
+
+// first connects in a loop (each attempt closed with a reset) until one is
+// refused, and prints when: with a daemon starting whose default is reject,
+// that is the first queued packet it decided.
+func first(args []string) error {
+	fs := flag.NewFlagSet("first", flag.ExitOnError)
+	addr := fs.String("addr", "", "server HOST:PORT")
+	limit := fs.Duration("limit", 30*time.Second, "give up after this long")
+	fs.Parse(args)
+	end := time.Now().Add(*limit)
+	attempts := 0
+	for time.Now().Before(end) {
+		attempts++
+		c, err := net.DialTimeout("tcp", *addr, 500*time.Millisecond)
+		if err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return emit(map[string]int64{"refused_unix_ns": time.Now().UnixNano(), "attempts": int64(attempts)})
+		}
+	}
+	return fmt.Errorf("first: no connection refused within %s (%d attempts)", *limit, attempts)
+}
