@@ -50,6 +50,12 @@ type Asker interface {
 	Ask(p pending.Packet) bool
 }
 
+// Namer names a connection from the DNS answers its process (or, as a
+// fallback, its user or anyone) received: it sets Hosts and HostSource.
+type Namer interface {
+	Name(c *shared.Connection)
+}
+
 // Options are the engine's settings.
 type Options struct {
 	Mode          config.Mode
@@ -63,6 +69,7 @@ type Options struct {
 	Backlog                     int           // packets waiting for a worker; past it, the default applies at once
 	LogFlush                    time.Duration // how often the connection log is written; 0 = 250ms
 	IfName                      func(index uint32) string
+	Namer                       Namer // nil: connections carry no names
 }
 
 // Stats are counters since start.
@@ -344,6 +351,9 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		return
 	}
 	c := e.connection(ctx, p, &pkt)
+	if e.opts.Namer != nil {
+		e.opts.Namer.Name(&c) // after attribution: names belong to the process
+	}
 	var v shared.Verdict
 	var rule *shared.Rule
 	switch mode {
@@ -356,7 +366,7 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		d := e.rules.Load().Decide(&c, c.Time)
 		rule = d.Rule
 		if rule != nil {
-			v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation}
+			v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation + hostReason(d.HostMatched, c.HostSource)}
 		} else if mode == config.ModeEnforcing && e.asker != nil && e.asker.Ask(pending.Packet{ID: p.ID, Conn: c}) {
 			// Held: the answer, the prompt timeout or the watchdog gives
 			// the verdict through Resolve or settleDefault.
@@ -485,6 +495,21 @@ func (e *Engine) TakeHits() map[string]Hit {
 	return h
 }
 
+// hostReason says which name a host rule matched and whose DNS answer gave
+// it; "" when the rule named no host.
+func hostReason(host, source string) string {
+	if host == "" {
+		return ""
+	}
+	switch source {
+	case "process":
+		return fmt.Sprintf("; host %s, as its own process resolved it", host)
+	case "user":
+		return fmt.Sprintf("; host %s, as another process of the same user resolved it (fallback)", host)
+	}
+	return fmt.Sprintf("; host %s, as another user's process resolved it (fallback)", host)
+}
+
 // record logs a decision: a line for the operator and an entry for the
 // connection log.
 func (e *Engine) record(c shared.Connection, v shared.Verdict) {
@@ -499,7 +524,8 @@ func (e *Engine) record(c shared.Connection, v shared.Verdict) {
 			"dir", c.Direction, "proto", c.Proto,
 			"local", netip.AddrPortFrom(c.LocalIP, c.LocalPort).String(),
 			"remote", netip.AddrPortFrom(c.RemoteIP, c.RemotePort).String(),
-			"who", who, "pid", c.PID, "uid", c.UID, "rule", v.RuleID, "reason", v.Reason)
+			"who", who, "pid", c.PID, "uid", c.UID, "hosts", c.Hosts, "host_source", c.HostSource,
+			"rule", v.RuleID, "reason", v.Reason)
 	}
 	if e.rec == nil {
 		return
