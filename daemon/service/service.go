@@ -18,6 +18,8 @@ import (
 
 	"github.com/tollgate-fw/tollgate/daemon/attribution"
 	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/dnscache"
+	"github.com/tollgate-fw/tollgate/daemon/dnswatch"
 	"github.com/tollgate-fw/tollgate/daemon/engine"
 	"github.com/tollgate-fw/tollgate/daemon/netfilter"
 	"github.com/tollgate-fw/tollgate/daemon/pending"
@@ -78,6 +80,26 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// DNS answers have a queue of their own, also read before the chains
+	// exist: each answer's names are in the cache before it is accepted,
+	// so a connection made right after the lookup is named.
+	var namer engine.Namer
+	var dnsNum *uint16
+	var dnsW *dnswatch.Watcher
+	if cfg.DNS {
+		names := dnscache.New(dnscache.Options{})
+		dq, err := queue.Open(runCtx, queue.Config{Num: cfg.DNSQueueNum, FailOpen: true, Logger: log},
+			func(p queue.Packet) { dnsW.Handle(p) })
+		if err != nil {
+			return fmt.Errorf("open DNS queue %d: %w", cfg.DNSQueueNum, err)
+		}
+		defer dq.Close() // after the chains are gone
+		dnsW = dnswatch.New(runCtx, log, dq, attr, names)
+		namer = names
+		n := cfg.DNSQueueNum
+		dnsNum = &n
+	}
+
 	// The queue is opened before the chains exist, so the first queued
 	// packet already has a reader. The engine needs the queue for verdicts
 	// and the queue needs the engine's handler: the handler is bound after.
@@ -95,6 +117,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		AcceptMarkIn:  cfg.AcceptMarkIn,
 		WatchdogAge:   cfg.WatchdogAge(),
 		IfName:        ifn.name,
+		Namer:         namer,
 	}, log, q, attr, st)
 	s.engine = eng
 	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{}); err != nil {
@@ -110,6 +133,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 
 	nf, err := netfilter.New(netfilter.Options{
 		QueueNum:          cfg.QueueNum,
+		DNSQueueNum:       dnsNum,
 		FailOpen:          cfg.FailOpen,
 		InterceptLoopback: cfg.InterceptLoopback,
 		Inbound:           cfg.Inbound,
@@ -135,7 +159,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 	}
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
-		"intercept_loopback", cfg.InterceptLoopback, "rules", s.book.Len())
+		"intercept_loopback", cfg.InterceptLoopback, "dns", cfg.DNS, "rules", s.book.Len())
 
 	hits := time.NewTicker(hitFlush)
 	defer hits.Stop()
@@ -173,6 +197,11 @@ loop:
 	es := eng.Stats()
 	log.Info("tollgated stopped", "decided", es.Decided, "allowed", es.Allowed, "denied", es.Denied,
 		"rejected", es.Rejected, "watchdog", es.Watchdog, "overflow", es.Overflow)
+	if dnsW != nil {
+		ds := dnsW.Stats()
+		log.Info("DNS answers read", "packets", ds.Packets, "answers", ds.Answers, "attributed", ds.Attributed,
+			"malformed", ds.Malformed, "accept_errors", ds.AcceptErr)
+	}
 	return errors.Join(errs...)
 }
 
