@@ -34,13 +34,17 @@ func main() {
 		os.Exit(connect(os.Args[2:]))
 	case "serve":
 		os.Exit(serve(os.Args[2:]))
+	case "dns-serve":
+		os.Exit(dnsServe(os.Args[2:]))
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: tgprobe connect [-timeout D] [-send-only] tcp|udp HOST:PORT\n       tgprobe serve [-tcp ADDR] [-udp ADDR]")
+	fmt.Fprintln(os.Stderr, "usage: tgprobe connect [-timeout D] [-send-only] [-dns ADDR [-repeat N] [-for D]] tcp|udp HOST:PORT\n"+
+		"       tgprobe serve [-tcp ADDR] [-udp ADDR]\n"+
+		"       tgprobe dns-serve [-addr ADDR] [-ttl S] [-a NAME=IP]... [-cname NAME=TARGET]...")
 	os.Exit(2)
 }
 
@@ -48,12 +52,24 @@ func connect(args []string) int {
 	fs := flag.NewFlagSet("connect", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
 	sendOnly := fs.Bool("send-only", false, "udp: send one datagram and exit at once, without waiting for an answer")
+	dnsAddr := fs.String("dns", "", "resolve HOST with the DNS server at this UDP address first")
+	repeat := fs.Int("repeat", 1, "with -dns: resolve and connect this many times, then print how many worked")
+	within := fs.Duration("for", 0, "with -repeat: stop starting new rounds after this long (0: no limit)")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
 		usage()
 	}
 	network, addr := fs.Arg(0), fs.Arg(1)
-	err := dial(network, addr, *timeout, *sendOnly)
+	if *dnsAddr != "" && *repeat > 1 {
+		return connectRepeat(network, addr, *dnsAddr, *repeat, *within, *timeout, *sendOnly)
+	}
+	var err error
+	if *dnsAddr != "" {
+		addr, err = resolveAddr(resolver(*dnsAddr), network, addr, *timeout)
+	}
+	if err == nil {
+		err = dial(network, addr, *timeout, *sendOnly)
+	}
 	switch {
 	case err == nil:
 		fmt.Println("ok")
@@ -69,6 +85,50 @@ func connect(args []string) int {
 		fmt.Println("error:", err)
 		return exitError
 	}
+}
+
+// resolveAddr turns HOST:PORT into IP:PORT through r.
+func resolveAddr(r *net.Resolver, network, addr string, timeout time.Duration) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	ip, err := resolveOne(r, network, host, timeout)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+// connectRepeat resolves and connects n times in a row in this one
+// process, and prints "rounds R ok K failed F" (exit 0 only when all worked).
+func connectRepeat(network, addr, dnsAddr string, n int, within, timeout time.Duration, sendOnly bool) int {
+	r := resolver(dnsAddr)
+	start := time.Now()
+	rounds, ok := 0, 0
+	var last error
+	for ; rounds < n; rounds++ {
+		if within > 0 && time.Since(start) > within {
+			break
+		}
+		a, err := resolveAddr(r, network, addr, timeout)
+		if err == nil {
+			err = dial(network, a, timeout, sendOnly)
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		ok++
+	}
+	fmt.Printf("rounds %d ok %d failed %d in %s\n", rounds, ok, rounds-ok, time.Since(start).Round(time.Millisecond))
+	if last != nil {
+		fmt.Println("last error:", last)
+	}
+	if ok != rounds || rounds == 0 {
+		return exitError
+	}
+	return exitOK
 }
 
 func isTimeout(err error) bool {
