@@ -215,3 +215,14 @@ func FuzzParseAnswer(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseAnswer(b *testing.B) {
+	msg := answer(b, "www.a.test.", dnsmessage.RCodeSuccess,
+		rrCNAME("www.a.test.", 300, "cdn.b.test."), rrA("cdn.b.test.", 20, "1.2.3.4"), rrA("cdn.b.test.", 20, "1.2.3.5"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ParseAnswer(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -164,3 +164,46 @@ func TestEverythingIsAccepted(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// Whatever arrives on the queue gets exactly one accept and never a panic.
+func FuzzHandle(f *testing.F) {
+	f.Add(udp4(resolver, client, []byte{0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0}))
+	f.Add([]byte{0x45, 0, 0, 20})
+	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 17, 64})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := dnscache.New(dnscache.Options{MaxRecords: 64})
+		fq := &fakeQueue{cache: c, verdicts: map[uint32]queue.Verdict{}, namedAt: map[uint32][]string{}}
+		w := New(context.Background(), nil, fq, &fakeAttrib{ok: true, proc: attribution.Process{PID: 1, UID: 0}}, c)
+		w.Handle(queue.Packet{ID: 1, UID: -1, Payload: b})
+		if len(fq.verdicts) != 1 || fq.verdicts[1].Kind != queue.Accept {
+			t.Fatalf("verdicts %v, want one accept", fq.verdicts)
+		}
+	})
+}
+
+func BenchmarkHandle(b *testing.B) {
+	c := dnscache.New(dnscache.Options{})
+	m := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: 1, Response: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("www.allowed.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+		Answers: []dnsmessage.Resource{
+			{Header: dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName("www.allowed.test."), Type: dnsmessage.TypeCNAME, Class: dnsmessage.ClassINET, TTL: 60},
+				Body: &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("edge.cdn.test.")}},
+			rrA("edge.cdn.test.", target),
+		},
+	}
+	msg, err := m.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pkt := udp4(resolver, client, msg)
+	w := New(context.Background(), nil, nopVerdicts{}, &fakeAttrib{ok: true, proc: attribution.Process{PID: 1, UID: 0}}, c)
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Handle(queue.Packet{ID: 1, UID: -1, Payload: pkt})
+	}
+}
+
+type nopVerdicts struct{}
+
+func (nopVerdicts) Verdict(uint32, queue.Verdict) error { return nil }
