@@ -12,6 +12,13 @@ import (
 // imports.
 const ActionManage = "org.tollgate.manage"
 
+// User actions (yes for active local users in the packaged policy): answering
+// one's own connections, making and changing one's own rules.
+const (
+	ActionAnswer   = "org.tollgate.answer"
+	ActionOwnRules = "org.tollgate.own-rules"
+)
+
 const (
 	polkitName  = "org.freedesktop.PolicyKit1"
 	polkitPath  = godbus.ObjectPath("/org/freedesktop/PolicyKit1/Authority")

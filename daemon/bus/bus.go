@@ -120,10 +120,11 @@ type Server struct {
 	backend Backend
 	limit   *limiter
 
-	mu     sync.Mutex
-	conn   *godbus.Conn
-	peer   peer
-	agents map[string]agent // unique name → agent
+	mu      sync.Mutex
+	conn    *godbus.Conn
+	connCtx context.Context // ends when conn closes
+	peer    peer
+	agents  map[string]agent // unique name → agent
 }
 
 type agent struct {
@@ -278,7 +279,7 @@ func (s *Server) connect(ctx context.Context) (*godbus.Conn, error) {
 	go s.watch(conn, sigs)
 
 	s.mu.Lock()
-	s.conn, s.peer = conn, busPeer{conn}
+	s.conn, s.connCtx, s.peer = conn, conn.Context(), busPeer{conn}
 	s.mu.Unlock()
 
 	reply, err := conn.RequestName(dbus.BusName, godbus.NameFlagDoNotQueue)
@@ -304,7 +305,7 @@ func (s *Server) drop(conn *godbus.Conn) {
 		s.mu.Unlock()
 		return
 	}
-	s.conn, s.peer = nil, nil
+	s.conn, s.connCtx, s.peer = nil, nil, nil
 	gone := make([]string, 0, len(s.agents))
 	for name := range s.agents {
 		gone = append(gone, name)
@@ -396,6 +397,12 @@ func (s *Server) current() (*godbus.Conn, peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conn, s.peer
+}
+
+func (s *Server) callContext() (context.Context, peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connCtx, s.peer
 }
 
 // ConnectionPending sends the ConnectionPending signal to each entitled

@@ -58,9 +58,18 @@ func (l *limiter) allow(uid uint32) bool {
 }
 
 func (l *limiter) prune(now time.Time) {
+	var oldest uint32
+	var oldestAt time.Time
 	for uid, b := range l.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 			delete(l.buckets, uid)
+			continue
 		}
+		if oldestAt.IsZero() || b.last.Before(oldestAt) {
+			oldest, oldestAt = uid, b.last
+		}
+	}
+	if len(l.buckets) >= maxBuckets {
+		delete(l.buckets, oldest)
 	}
 }

@@ -32,11 +32,11 @@ type call struct {
 
 // begin identifies the caller and applies the rate limit.
 func (s *Server) begin(sender godbus.Sender, method string) (*call, error) {
-	conn, p := s.current()
-	if conn == nil || p == nil {
+	connCtx, p := s.callContext()
+	if connCtx == nil || p == nil {
 		return nil, fmt.Errorf("%w: the daemon is reconnecting to the bus", dbus.ErrBusy)
 	}
-	ctx, cancel := context.WithTimeout(conn.Context(), s.opts.CallTimeout)
+	ctx, cancel := context.WithTimeout(connCtx, s.opts.CallTimeout)
 	uid, err := p.UnixUser(ctx, string(sender))
 	if err != nil {
 		cancel()
@@ -73,6 +73,26 @@ func (c *call) requireAdmin(what string) error {
 		return fmt.Errorf("%w: %s needs the %s authorization", dbus.ErrNotAuthorized, what, ActionManage)
 	}
 	c.caller.Admin = true
+	return nil
+}
+
+// requireUser asks polkit whether the caller may do a user action
+// (org.tollgate.answer, org.tollgate.own-rules: yes for active local users
+// by default). Root, and every user when polkit is absent or disabled, may.
+func (c *call) requireUser(action, what string) error {
+	if c.caller.UID == 0 || c.s.opts.PolkitDisabled {
+		return nil
+	}
+	ok, present, err := c.peer.Authorized(c.ctx, c.name, action, true)
+	switch {
+	case !present && err == nil:
+		return nil
+	case err != nil:
+		c.s.log.Error("polkit check", "action", action, "caller", c.name, "err", err)
+		return fmt.Errorf("%w: %s needs %s and polkit could not be asked: %v", dbus.ErrNotAuthorized, what, action, err)
+	case !ok:
+		return fmt.Errorf("%w: %s needs the %s authorization", dbus.ErrNotAuthorized, what, action)
+	}
 	return nil
 }
 
@@ -182,7 +202,7 @@ func (c *call) settleOwner(r *shared.Rule, ownerSet bool, keep uint32) error {
 		r.Owner = keep
 	}
 	if r.Owner == c.caller.UID && r.Owner != shared.OwnerSystem {
-		return nil
+		return c.requireUser(ActionOwnRules, "a rule of your own")
 	}
 	if r.Owner == shared.OwnerSystem {
 		return c.requireAdmin("a system rule")
@@ -229,6 +249,10 @@ func (c *call) ownedRule(id string) (shared.Rule, error) {
 		if err := c.requireAdmin("changing a system rule"); err != nil {
 			return shared.Rule{}, err
 		}
+		return old, nil
+	}
+	if err := c.requireUser(ActionOwnRules, "changing a rule of your own"); err != nil {
+		return shared.Rule{}, err
 	}
 	return old, nil
 }
@@ -389,10 +413,12 @@ func (o *object) Answer(sender godbus.Sender, id uint64, action, lifetime, scope
 	if err != nil {
 		return c.end(err)
 	}
-	if !o.s.mayAnswer(c.name, p.Connection.UID) {
-		if err := c.requireAdmin(fmt.Sprintf("answering a connection of uid %d (not this agent's)", p.Connection.UID)); err != nil {
+	if o.s.mayAnswer(c.name, p.Connection.UID) {
+		if err := c.requireUser(ActionAnswer, "answering a connection"); err != nil {
 			return c.end(err)
 		}
+	} else if err := c.requireAdmin(fmt.Sprintf("answering a connection of uid %d (not this agent's)", p.Connection.UID)); err != nil {
+		return c.end(err)
 	}
 	if a.System {
 		if err := c.requireAdmin("a system rule"); err != nil {
@@ -437,4 +463,3 @@ func (o *object) RecentConnections(sender godbus.Sender, raw fieldMap) (fieldMap
 	}
 	return out, c.end(nil)
 }
-

@@ -1,0 +1,237 @@
+package bus
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	godbus "github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+func parseXML(t *testing.T) introspect.Node {
+	t.Helper()
+	var n introspect.Node
+	if err := xml.Unmarshal([]byte(dbus.IntrospectionXML), &n); err != nil {
+		t.Fatalf("parse the introspection XML: %v", err)
+	}
+	if len(n.Interfaces) == 0 || n.Interfaces[0].Name != dbus.Interface {
+		t.Fatalf("first interface of the XML is not %s", dbus.Interface)
+	}
+	return n
+}
+
+// The exported Go methods are exactly the XML's methods, with the XML's
+// argument signatures (the XML is the truth; this keeps the code to it).
+func TestObjectMatchesXML(t *testing.T) {
+	n := parseXML(t)
+	want := map[string][2]string{}
+	for _, m := range n.Interfaces[0].Methods {
+		var in, out strings.Builder
+		for _, a := range m.Args {
+			if a.Direction == "out" {
+				out.WriteString(a.Type)
+			} else {
+				in.WriteString(a.Type)
+			}
+		}
+		want[m.Name] = [2]string{in.String(), out.String()}
+	}
+	senderT := reflect.TypeOf(godbus.Sender(""))
+	errT := reflect.TypeOf((*godbus.Error)(nil))
+	typ := reflect.TypeOf(&object{})
+	got := map[string][2]string{}
+	for i := range typ.NumMethod() {
+		m := typ.Method(i)
+		var in, out strings.Builder
+		for j := 1; j < m.Type.NumIn(); j++ {
+			if at := m.Type.In(j); at != senderT {
+				in.WriteString(godbus.SignatureOfType(at).String())
+			}
+		}
+		nout := m.Type.NumOut()
+		if nout == 0 || m.Type.Out(nout-1) != errT {
+			t.Errorf("method %s does not end in *dbus.Error", m.Name)
+			continue
+		}
+		for j := range nout - 1 {
+			out.WriteString(godbus.SignatureOfType(m.Type.Out(j)).String())
+		}
+		got[m.Name] = [2]string{in.String(), out.String()}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("exported methods differ from the XML:\n got  %v\n want %v", got, want)
+	}
+	// Every member constant names something in the XML.
+	members := map[string]bool{}
+	for _, m := range n.Interfaces[0].Methods {
+		members[m.Name] = true
+	}
+	for _, s := range n.Interfaces[0].Signals {
+		members[s.Name] = true
+	}
+	for _, c := range []string{dbus.MethodGetStatus, dbus.MethodSetMode, dbus.MethodListRules, dbus.MethodAddRule,
+		dbus.MethodUpdateRule, dbus.MethodDeleteRule, dbus.MethodExportRules, dbus.MethodImportRules,
+		dbus.MethodRegisterAgent, dbus.MethodUnregisterAgent, dbus.MethodListPending, dbus.MethodAnswer,
+		dbus.MethodRecentConnections, dbus.SignalConnectionPending, dbus.SignalPendingResolved,
+		dbus.SignalRulesChanged, dbus.SignalStatusChanged} {
+		if !members[c] {
+			t.Errorf("constant %s is not in the XML", c)
+		}
+	}
+}
+
+// unitServer is a server with a fake peer in place of the bus.
+func unitServer(t *testing.T, p *fakePeer, opts Options) (*Server, *fakeBackend, *object) {
+	t.Helper()
+	be := newFakeBackend()
+	seed(be)
+	opts.Backend = be
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.connCtx, s.peer = context.Background(), p
+	return s, be, &object{s: s}
+}
+
+func errNameOf(e *godbus.Error) string {
+	if e == nil {
+		return ""
+	}
+	return e.Name
+}
+
+func TestUnitAuthorization(t *testing.T) {
+	p := &fakePeer{uids: map[string]uint32{":1.root": 0, ":1.a": uidA, ":1.b": uidB}}
+	s, be, o := unitServer(t, p, Options{})
+	v := godbus.MakeVariant
+	rule := map[string]godbus.Variant{"action": v("allow"), "exe": v("/usr/bin/ssh"), "lifetime": v("forever")}
+
+	// Polkit absent: only root manages.
+	if e := o.SetMode(":1.a", "monitor"); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("A SetMode: %v", e)
+	}
+	if e := o.SetMode(":1.root", "monitor"); e != nil {
+		t.Fatalf("root SetMode: %v", e)
+	}
+	id, e := o.AddRule(":1.a", rule)
+	if e != nil {
+		t.Fatalf("A AddRule: %v", e)
+	}
+	rules, mode, _, _ := be.snapshot()
+	if mode != "monitor" || rules[id].Owner != uidA {
+		t.Fatalf("mode %s, A's new rule owned by %d", mode, rules[id].Owner)
+	}
+	if e := o.DeleteRule(":1.a", strings.Repeat("x", dbus.MaxIDLen+1)); errNameOf(e) != dbus.ErrorInvalidArgument {
+		t.Fatalf("over-long id: %v", e)
+	}
+	if e := o.DeleteRule(":1.b", id); errNameOf(e) != dbus.ErrorNotFound {
+		t.Fatalf("B deleting A's rule: %v, want NotFound", e)
+	}
+	if e := o.DeleteRule(":1.a", id); e != nil {
+		t.Fatalf("A deleting its rule: %v", e)
+	}
+	// An unknown caller is refused.
+	if _, e := o.GetStatus(":1.ghost"); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("unknown caller: %v", e)
+	}
+	// Answer: only the uid's agent.
+	if e := o.RegisterAgent(":1.b"); e != nil {
+		t.Fatal(e)
+	}
+	if e := o.Answer(":1.b", 1, "allow", "once", "", nil); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("B answering A's: %v", e)
+	}
+	if e := o.Answer(":1.b", 2, "allow", "until", "", nil); errNameOf(e) != dbus.ErrorInvalidArgument {
+		t.Fatalf("until without a time: %v", e)
+	}
+	until := map[string]godbus.Variant{"until": v(time.Now().Add(time.Hour).UTC().Format(time.RFC3339))}
+	if e := o.Answer(":1.b", 2, "allow", "until", "exe-any", until); e != nil {
+		t.Fatalf("B answering its own: %v", e)
+	}
+	_ = s
+
+	// Polkit present and granting B manage.
+	p.polkit = map[uint32]map[string]bool{uidB: {ActionManage: true, ActionOwnRules: true}, uidA: {}}
+	if e := o.SetMode(":1.b", "disabled"); e != nil {
+		t.Fatalf("B with manage SetMode: %v", e)
+	}
+	if _, e := o.AddRule(":1.a", rule); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("A without own-rules AddRule: %v", e)
+	}
+	if e := o.DeleteRule(":1.b", "ra"); e != nil {
+		t.Fatalf("B with manage deleting A's rule: %v", e)
+	}
+}
+
+func TestUnitDecodeRuleBounds(t *testing.T) {
+	v := godbus.MakeVariant
+	for name, f := range map[string]map[string]godbus.Variant{
+		"empty":        {},
+		"no action":    {"exe": v("/x")},
+		"unknown":      {"action": v("allow"), "x": v("y")},
+		"deep":         {"action": v(map[string]godbus.Variant{"a": v(map[string]godbus.Variant{"b": v(map[string]godbus.Variant{"c": v("d")})})})},
+		"long key":     {strings.Repeat("k", dbus.MaxKeyLen+1): v("x")},
+		"read_only":    {"action": v("allow"), "read_only": v(true)},
+		"float owner":  {"action": v("allow"), "owner": v(1.5)},
+		"list of many": {"action": v("allow"), "exe": v(make([]string, dbus.MaxListLen+1))},
+	} {
+		if _, _, err := decodeRule(f); !errors.Is(err, dbus.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	r, ownerSet, err := decodeRule(map[string]godbus.Variant{"action": v("deny"), "owner": v(uint32(7)), "port": v("443"), "id": v("ignored")})
+	if err != nil || !ownerSet || r.Owner != 7 || r.Match.Port != (shared.PortRange{Lo: 443, Hi: 443}) || r.ID != "" {
+		t.Fatalf("good rule: %+v %v %v", r, ownerSet, err)
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLimiter(2, 3, func() time.Time { return now })
+	for i := range 3 {
+		if !l.allow(5) {
+			t.Fatalf("call %d within the burst refused", i)
+		}
+	}
+	if l.allow(5) {
+		t.Fatal("call past the burst allowed")
+	}
+	if !l.allow(6) {
+		t.Fatal("another uid limited by the first")
+	}
+	now = now.Add(500 * time.Millisecond) // one token at 2/s
+	if !l.allow(5) || l.allow(5) {
+		t.Fatal("refill is not 2 a second")
+	}
+	for uid := range uint32(maxBuckets + 10) {
+		l.allow(uid + 100)
+	}
+	if len(l.buckets) > maxBuckets+1 {
+		t.Fatalf("%d buckets: not bounded", len(l.buckets))
+	}
+}
+
+func TestEntitled(t *testing.T) {
+	s, _, _ := unitServer(t, &fakePeer{}, Options{})
+	s.agents = map[string]agent{":1.a": {uid: uidA}, ":1.a2": {uid: uidA}, ":1.root": {uid: 0, admin: true}}
+	if got := s.Entitled(uidA); len(got) != 2 {
+		t.Fatalf("A's agents: %v", got)
+	}
+	if got := s.Entitled(1000); len(got) != 0 {
+		t.Fatalf("uid 1000 (no agent, not a system user) offered to %v", got)
+	}
+	if got := s.Entitled(110); len(got) != 1 || got[0] != ":1.root" {
+		t.Fatalf("system user 110 offered to %v, want the admin agent", got)
+	}
+	if got := s.Entitled(-1); len(got) != 1 {
+		t.Fatalf("unknown uid offered to %v, want the admin agent", got)
+	}
+}
