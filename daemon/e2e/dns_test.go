@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -48,7 +49,7 @@ func (e *env) startDNS() string {
 	srv := e.pair.ServerIP4.String()
 	addr := net.JoinHostPort(srv, "53")
 	p := startProc(e.t, "ip", "netns", "exec", e.pair.Server, filepath.Join(e.bin, "tgprobe"), "dns-serve", "-addr", addr,
-		"-a", "www.allowed.test="+srv,
+		"-a", "www.allowed.test="+srv, "-a", "www.allowed.test="+e.pair.ServerIP6.String(),
 		"-a", "blocked.test="+srv,
 		"-cname", "alias.chain.test=edge.cdn.test", "-cname", "edge.cdn.test=www.allowed.test",
 		"-cname", "ads.allowed.test=x.tracker.test", "-a", "x.tracker.test="+srv)
@@ -85,18 +86,19 @@ func TestIntegrationHostRulesByTheProcesssOwnLookup(t *testing.T) {
 	}
 	port := fmt.Sprint(portA)
 	cases := []struct {
-		host  string
-		code  int
-		hosts []string
-		rule  string
+		network, host string
+		code          int
+		hosts         []string
+		rule          string
 	}{
-		{"www.allowed.test", codeOK, []string{"www.allowed.test"}, "allowed.test"},
-		{"blocked.test", codeTimeout, []string{"blocked.test"}, ""},
-		{"alias.chain.test", codeOK, []string{"alias.chain.test", "edge.cdn.test", "www.allowed.test"}, "allowed.test"},
-		{"ads.allowed.test", codeTimeout, []string{"ads.allowed.test", "x.tracker.test"}, "trackers"},
+		{"tcp4", "www.allowed.test", codeOK, []string{"www.allowed.test"}, "allowed.test"},
+		{"tcp4", "blocked.test", codeTimeout, []string{"blocked.test"}, ""},
+		{"tcp4", "alias.chain.test", codeOK, []string{"alias.chain.test", "edge.cdn.test", "www.allowed.test"}, "allowed.test"},
+		{"tcp4", "ads.allowed.test", codeTimeout, []string{"ads.allowed.test", "x.tracker.test"}, "trackers"},
+		{"tcp6", "www.allowed.test", codeOK, []string{"www.allowed.test"}, "allowed.test"}, // AAAA
 	}
 	for _, tc := range cases {
-		e.wantCode(e.connect(e.pair.Client, -1, client, "tcp", net.JoinHostPort(tc.host, port), "-dns", dns), tc.code, tc.host)
+		e.wantCode(e.connect(e.pair.Client, -1, client, tc.network, net.JoinHostPort(tc.host, port), "-dns", dns), tc.code, tc.network+" "+tc.host)
 	}
 	// A process that connects by address without looking it up gets the
 	// names its user's processes resolved, flagged as a fallback.
@@ -144,8 +146,8 @@ func TestIntegrationHostRulesByTheProcesssOwnLookup(t *testing.T) {
 		if !slices.Equal(c.Hosts, tc.hosts) || c.HostSource != "process" {
 			t.Errorf("%s: logged hosts %q from %q, want %q from the process", tc.host, c.Hosts, c.HostSource, tc.hosts)
 		}
-		if c.RemoteIP != e.pair.ServerIP4 {
-			t.Errorf("%s: remote %v, want the server address", tc.host, c.RemoteIP)
+		if want := map[string]netip.Addr{"tcp4": e.pair.ServerIP4, "tcp6": e.pair.ServerIP6}[tc.network]; c.RemoteIP != want {
+			t.Errorf("%s %s: remote %v, want %v", tc.network, tc.host, c.RemoteIP, want)
 		}
 		gotRule := le.Verdict.RuleID
 		if tc.rule == "" && gotRule != "" || tc.rule != "" && !strings.HasSuffix(gotRule, ":"+tc.rule) {
