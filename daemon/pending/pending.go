@@ -89,6 +89,7 @@ type Events interface {
 type Options struct {
 	Timeout     time.Duration // how long a group waits for an answer
 	MaxGroups   int           // open groups at most; past it, nothing more is held
+	MaxPerUID   int           // open groups of one uid at most, so one user cannot crowd out the others' prompts
 	MaxPerGroup int           // packets held in one group; past it, the extra gets the default at once
 	Default     shared.Action // the verdict when nobody answers in time
 	Now         func() time.Time
@@ -109,7 +110,12 @@ type Broker struct {
 	nextID uint64
 	byKey  map[Key]*group
 	byID   map[uint64]*group
+	perUID map[int64]int
 }
+
+// MaxHeld is the most packets the broker can hold at once with these
+// options: the kernel queue must have room for them and more.
+func (o Options) MaxHeld() int { return o.MaxGroups * o.MaxPerGroup }
 
 // New makes a broker.
 func New(opts Options, agents Agents, ev Events) *Broker {
@@ -117,15 +123,19 @@ func New(opts Options, agents Agents, ev Events) *Broker {
 		opts.Now = time.Now
 	}
 	if opts.MaxGroups <= 0 {
-		opts.MaxGroups = 256
+		opts.MaxGroups = 128
 	}
 	if opts.MaxPerGroup <= 0 {
-		opts.MaxPerGroup = 64
+		opts.MaxPerGroup = 16
+	}
+	if opts.MaxPerUID <= 0 {
+		opts.MaxPerUID = max(opts.MaxGroups/4, 1)
 	}
 	if opts.Default == "" {
 		opts.Default = shared.ActionDeny
 	}
-	return &Broker{opts: opts, agents: agents, ev: ev, byKey: make(map[Key]*group), byID: make(map[uint64]*group)}
+	return &Broker{opts: opts, agents: agents, ev: ev, byKey: make(map[Key]*group), byID: make(map[uint64]*group),
+		perUID: make(map[int64]int)}
 }
 
 // Ask holds p until its group is answered. It returns false when p cannot
@@ -144,7 +154,7 @@ func (b *Broker) Ask(p Packet) bool {
 		b.mu.Unlock()
 		return true
 	}
-	if len(b.byID) >= b.opts.MaxGroups {
+	if len(b.byID) >= b.opts.MaxGroups || b.perUID[p.Conn.UID] >= b.opts.MaxPerUID {
 		b.mu.Unlock()
 		return false
 	}
@@ -159,7 +169,8 @@ func (b *Broker) Ask(p Packet) bool {
 		Deadline: now.Add(b.opts.Timeout), Agents: slices.Clone(agents)}, packets: []Packet{p}}
 	b.byKey[k] = g
 	b.byID[g.ID] = g
-	snap := g.Group
+	b.perUID[p.Conn.UID]++
+	snap := g.snapshot()
 	b.mu.Unlock()
 	b.ev.Pending(snap)
 	return true
@@ -173,7 +184,18 @@ func (b *Broker) take(id uint64) (*group, bool) {
 	}
 	delete(b.byID, id)
 	delete(b.byKey, g.Key)
+	if b.perUID[g.Conn.UID]--; b.perUID[g.Conn.UID] <= 0 {
+		delete(b.perUID, g.Conn.UID)
+	}
 	return g, true
+}
+
+// snapshot copies the group for use outside the lock: Agents is changed
+// in place by AgentGone.
+func (g *group) snapshot() Group {
+	s := g.Group
+	s.Agents = slices.Clone(g.Agents)
+	return s
 }
 
 // Answer ends group id with verdict v. agent is the answering agent's
@@ -192,9 +214,10 @@ func (b *Broker) Answer(id uint64, agent string, admin bool, v shared.Verdict) (
 		return Group{}, fmt.Errorf("%w: %d", ErrNotEntitled, id)
 	}
 	b.take(id)
+	snap := g.snapshot()
 	b.mu.Unlock()
-	b.ev.Resolved(g.Group, v, g.packets)
-	return g.Group, nil
+	b.ev.Resolved(snap, v, g.packets)
+	return snap, nil
 }
 
 // Get returns a group by id.
@@ -205,7 +228,7 @@ func (b *Broker) Get(id uint64) (Group, bool) {
 	if !ok {
 		return Group{}, false
 	}
-	return g.Group, true
+	return g.snapshot(), true
 }
 
 // List returns the open groups, oldest first; uid < 0 lists every user's.
@@ -214,7 +237,7 @@ func (b *Broker) List(uid int64) []Group {
 	out := make([]Group, 0, len(b.byID))
 	for _, g := range b.byID {
 		if uid < 0 || g.Conn.UID == uid {
-			out = append(out, g.Group)
+			out = append(out, g.snapshot())
 		}
 	}
 	b.mu.Unlock()
@@ -255,19 +278,23 @@ func (b *Broker) Close() int {
 }
 
 func (b *Broker) endWhere(cond func(*group) bool, reason string) int {
-	var ended []*group
+	type endedGroup struct {
+		g    Group
+		pkts []Packet
+	}
+	var ended []endedGroup
 	b.mu.Lock()
 	for id, g := range b.byID {
 		if cond(g) {
 			b.take(id)
-			ended = append(ended, g)
+			ended = append(ended, endedGroup{g.snapshot(), g.packets})
 		}
 	}
 	b.mu.Unlock()
-	sort.Slice(ended, func(i, j int) bool { return ended[i].ID < ended[j].ID })
+	sort.Slice(ended, func(i, j int) bool { return ended[i].g.ID < ended[j].g.ID })
 	v := shared.Verdict{Action: b.opts.Default, Reason: reason}
-	for _, g := range ended {
-		b.ev.Resolved(g.Group, v, g.packets)
+	for _, e := range ended {
+		b.ev.Resolved(e.g, v, e.pkts)
 	}
 	return len(ended)
 }

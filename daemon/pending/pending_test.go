@@ -115,7 +115,7 @@ func TestOnlyTheOfferedAgentOrAnAdminAnswers(t *testing.T) {
 }
 
 func TestBounds(t *testing.T) {
-	b, _, _ := newBroker(Options{MaxGroups: 2, MaxPerGroup: 2})
+	b, _, _ := newBroker(Options{MaxGroups: 2, MaxPerGroup: 2, MaxPerUID: 2})
 	if !b.Ask(Packet{ID: 1, Conn: conn(10, 1000, 1, 1)}) || !b.Ask(Packet{ID: 2, Conn: conn(10, 1000, 2, 1)}) {
 		t.Fatal("first two groups not held")
 	}
@@ -127,6 +127,41 @@ func TestBounds(t *testing.T) {
 	}
 	if b.Ask(Packet{ID: 5, Conn: conn(10, 1000, 1, 3)}) {
 		t.Error("packet held past MaxPerGroup")
+	}
+}
+
+func TestOneUserCannotTakeEveryGroup(t *testing.T) {
+	b, _, _ := newBroker(Options{MaxGroups: 8, MaxPerUID: 2})
+	for port := uint16(1); port <= 2; port++ {
+		if !b.Ask(Packet{ID: uint32(port), Conn: conn(10, 1000, port, 1)}) {
+			t.Fatalf("group %d not held", port)
+		}
+	}
+	if b.Ask(Packet{ID: 3, Conn: conn(10, 1000, 3, 1)}) {
+		t.Error("a third group of the same user held past MaxPerUID")
+	}
+	if !b.Ask(Packet{ID: 4, Conn: conn(10, 1001, 3, 1)}) {
+		t.Error("another user's prompt refused")
+	}
+	g := b.List(1000)[0]
+	b.Answer(g.ID, ":1.10", false, shared.Verdict{Action: shared.ActionAllow})
+	if !b.Ask(Packet{ID: 5, Conn: conn(10, 1000, 3, 1)}) {
+		t.Error("a group freed by an answer is not available again")
+	}
+	if (Options{MaxGroups: 8, MaxPerGroup: 4}).MaxHeld() != 32 {
+		t.Error("MaxHeld")
+	}
+}
+
+func TestSnapshotsDoNotShareAgents(t *testing.T) {
+	clk := &clock{t: time.Unix(1000, 0)}
+	rec := &recorder{}
+	b := New(Options{Timeout: time.Minute, Now: clk.now}, fakeAgents{1000: {":1.10", ":1.20"}}, rec)
+	b.Ask(Packet{ID: 1, Conn: conn(10, 1000, 443, 1)})
+	listed := b.List(-1)[0]
+	b.AgentGone(":1.10")
+	if listed.Agents[0] != ":1.10" || len(listed.Agents) != 2 || rec.pending[0].Agents[0] != ":1.10" {
+		t.Errorf("a snapshot changed under its reader: %v %v", listed.Agents, rec.pending[0].Agents)
 	}
 }
 
@@ -182,7 +217,7 @@ func TestListFiltersByUserAndCloseEndsAll(t *testing.T) {
 }
 
 func TestConcurrentAsksAndAnswersEveryPacketResolvedOnce(t *testing.T) {
-	b, rec, _ := newBroker(Options{MaxGroups: 1000, MaxPerGroup: 1000})
+	b, rec, _ := newBroker(Options{MaxGroups: 1000, MaxPerGroup: 1000, MaxPerUID: 1000})
 	var wg sync.WaitGroup
 	const n = 2000
 	for w := 0; w < 4; w++ {
