@@ -8,7 +8,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 # Debian packages the tests and the demo need; installed only when missing.
-DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps
+DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps dbus dbus-daemon
 
 export CGO_ENABLED ?= 0
 
