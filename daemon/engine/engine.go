@@ -202,10 +202,12 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.work(ctx)
 		}()
 	}
-	logDone := make(chan struct{})
+	// The log writer outlives the workers: it stops only after every
+	// decision, including the last defaults below, has been recorded.
+	logStop, logDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(logDone)
-		e.writeLog(ctx)
+		e.writeLog(logStop)
 	}()
 	e.watch(ctx)
 	wg.Wait()
@@ -228,6 +230,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, id := range ids {
 		e.settleDefault(id, "daemon stopping")
 	}
+	close(logStop)
 	<-logDone
 	return nil
 }
@@ -537,10 +540,11 @@ func (e *Engine) record(c shared.Connection, v shared.Verdict) {
 	}
 }
 
-// writeLog batches log entries into the recorder.
-func (e *Engine) writeLog(ctx context.Context) {
+// writeLog batches log entries into the recorder until stop is closed, then
+// writes what is left.
+func (e *Engine) writeLog(stop <-chan struct{}) {
 	if e.rec == nil {
-		<-ctx.Done()
+		<-stop
 		return
 	}
 	t := time.NewTicker(e.opts.LogFlush)
@@ -565,7 +569,7 @@ func (e *Engine) writeLog(ctx context.Context) {
 			}
 		case <-t.C:
 			flush()
-		case <-ctx.Done():
+		case <-stop:
 			for {
 				select {
 				case le := <-e.logBuf:
