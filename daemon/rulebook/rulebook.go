@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,6 +215,9 @@ func (b *Book) Add(a Actor, r shared.Rule) (shared.Rule, error) {
 	} else if _, exists := b.getLocked(r.ID); exists {
 		return r, fmt.Errorf("%w: id %q is taken", ErrInvalid, r.ID)
 	}
+	if err := checkID(r.ID); err != nil {
+		return r, err
+	}
 	now := b.opts.Now().UTC()
 	r.Created, r.Updated, r.Hits, r.LastHit = now, now, 0, time.Time{}
 	if err := b.putLocked(r); err != nil {
@@ -326,6 +330,9 @@ func (b *Book) Import(a Actor, rs []shared.Rule) (int, error) {
 		if p.ID == "" {
 			p.ID = contentID(p)
 		}
+		if err := checkID(p.ID); err != nil {
+			return 0, fmt.Errorf("rule %d: %w", i+1, err)
+		}
 		prepared = append(prepared, p)
 	}
 	b.mu.Lock()
@@ -374,14 +381,33 @@ func (b *Book) EndSession(session string) int {
 }
 
 // Prune removes process rules whose process is gone and until rules whose
-// time has come; alive says whether a process (pid, start) still runs.
+// time has come; alive says whether a process (pid, start) still runs. It
+// asks alive without holding the book's lock: it reads /proc.
 func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
 	now := b.opts.Now()
+	type proc struct {
+		pid   int
+		start uint64
+	}
+	b.mu.Lock()
+	var procs []proc
+	for _, r := range b.rules {
+		if r.Lifetime == shared.LifetimeProcess {
+			procs = append(procs, proc{r.PID, r.PIDStart})
+		}
+	}
+	b.mu.Unlock()
+	dead := make(map[proc]bool)
+	for _, p := range procs {
+		if !alive(p.pid, p.start) {
+			dead[p] = true
+		}
+	}
 	var expired []string
 	n := b.removeWhere(func(r shared.Rule) bool {
 		switch r.Lifetime {
 		case shared.LifetimeProcess:
-			return !alive(r.PID, r.PIDStart)
+			return dead[proc{r.PID, r.PIDStart}]
 		case shared.LifetimeUntil:
 			if !r.Until.After(now) {
 				expired = append(expired, r.ID)
@@ -428,6 +454,15 @@ func (b *Book) AddHits(h map[string]store.Hit) {
 			b.rules[id] = r
 		}
 	}
+}
+
+// checkID refuses IDs of the form rules.d files use ("file:name"), so a
+// stored rule can never share an ID with a file rule loaded later.
+func checkID(id string) error {
+	if strings.Contains(id, ":") {
+		return fmt.Errorf("%w: id %q: ids with \":\" are reserved for rules.d files", ErrInvalid, id)
+	}
+	return nil
 }
 
 func newID() string {

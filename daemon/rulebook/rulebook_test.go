@@ -271,3 +271,15 @@ func TestUpdateKeepsIdentityAndMovesBetweenStoreAndMemory(t *testing.T) {
 		t.Errorf("session rule still stored: %v", ids)
 	}
 }
+
+func TestFileRuleIDsAreReserved(t *testing.T) {
+	f := newFixture(t, Options{})
+	r := rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")
+	r.ID = "10-ntp:ntpd"
+	if _, err := f.b.Add(root, r); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Add with a file-style id: %v", err)
+	}
+	if _, err := f.b.Import(root, []shared.Rule{r}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Import with a file-style id: %v", err)
+	}
+}

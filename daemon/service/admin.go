@@ -6,12 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
+	"strings"
 
 	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/rulebook"
+	"github.com/tollgate-fw/tollgate/daemon/rules"
 	"github.com/tollgate-fw/tollgate/daemon/rulesdir"
 	"github.com/tollgate-fw/tollgate/daemon/store"
-	"github.com/tollgate-fw/tollgate/shared"
 )
 
 // DefaultConfigPath is read when no --config is given and it exists.
@@ -37,9 +38,10 @@ func CheckConfig(cfg config.Config, w io.Writer) error {
 	return nil
 }
 
-// ImportRules stores the rules of a TOML rules file as forever system rules,
-// all or nothing. It opens the database itself, so the daemon must not be
-// running (the database lock says so).
+// ImportRules stores the rules of a TOML rules file as system rules, all or
+// nothing, and idempotently: importing the same file twice changes nothing.
+// It returns how many rules changed. It opens the database itself, so the
+// daemon must not be running (the database lock says so).
 func ImportRules(cfg config.Config, log *slog.Logger, path string) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -57,14 +59,11 @@ func ImportRules(cfg config.Config, log *slog.Logger, path string) (int, error) 
 	if len(errs) > 0 {
 		return 0, fmt.Errorf("nothing imported: %w", errors.Join(errs...))
 	}
-	now := time.Now().UTC()
 	for i := range rs {
-		rs[i].ReadOnly = false
-		rs[i].Source = "store"
-		rs[i].Owner = shared.OwnerSystem
-		rs[i].Created, rs[i].Updated = now, now
-		if rs[i].Lifetime != shared.LifetimeForever && rs[i].Lifetime != shared.LifetimeUntil {
-			return 0, fmt.Errorf("nothing imported: rule %q: lifetime %s cannot be stored", rs[i].ID, rs[i].Lifetime)
+		// rulesdir names rules "file:name"; stored rules get IDs of their
+		// own (from their content, so importing twice changes nothing).
+		if strings.Contains(rs[i].ID, ":") {
+			rs[i].ID = ""
 		}
 	}
 	st, err := store.Open(store.Options{
@@ -73,9 +72,15 @@ func ImportRules(cfg config.Config, log *slog.Logger, path string) (int, error) 
 	if err != nil {
 		return 0, fmt.Errorf("open database: %w", err)
 	}
-	if err := st.PutRules(rs); err != nil {
+	book, err := rulebook.New(st, func(*rules.Set) {}, log, rulebook.Options{})
+	if err != nil {
 		st.Close()
-		return 0, fmt.Errorf("store rules: %w", err)
+		return 0, err
 	}
-	return len(rs), st.Close()
+	n, err := book.Import(rulebook.Actor{UID: 0, Admin: true}, rs)
+	if err != nil {
+		st.Close()
+		return 0, fmt.Errorf("nothing imported: %w", err)
+	}
+	return n, st.Close()
 }
