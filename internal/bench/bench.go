@@ -48,6 +48,9 @@ type Options struct {
 	Progress  io.Writer // one line per step; nil: discard
 	QueueNum  uint16
 	KeepLevel string // daemon log_level during the measurement
+	// ProfileDir, when set, makes every daemon case write a CPU profile
+	// there (tollgated -cpuprofile), case-<id>.cpu.pprof, last round's.
+	ProfileDir string
 }
 
 // Full is the configuration of `make bench`.
@@ -214,7 +217,7 @@ func Run(ctx context.Context, o Options) (res *Results, err error) {
 		return nil, err
 	}
 	defer e.server.stop(5 * time.Second)
-	if err := e.server.waitOutput("ready", 10*time.Second); err != nil {
+	if err := e.server.waitOutput(e.ctx, "ready", 10*time.Second); err != nil {
 		return nil, err
 	}
 
@@ -390,7 +393,11 @@ func (e *env) startDecider(c caseSpec) (*proc, error) {
 		p, err = startProc("ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tgbare"), "-queue", fmt.Sprint(e.o.QueueNum))
 	case kindDaemon:
 		// ip netns exec execs the program: the pid is the daemon's own.
-		p, err = startProc("ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(c.dir, "config.toml"))
+		args := []string{"netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(c.dir, "config.toml")}
+		if e.o.ProfileDir != "" && c.ID != "" {
+			args = append(args, "-cpuprofile", filepath.Join(e.o.ProfileDir, "case-"+c.ID+".cpu.pprof"))
+		}
+		p, err = startProc("ip", args...)
 	}
 	if err != nil {
 		return nil, err
@@ -470,12 +477,16 @@ func (e *env) queueStats() (queue.Stats, error) {
 // runCase runs one case once: start the decider, warm up, measure, stop.
 func (e *env) runCase(c caseSpec) (rd Round, err error) {
 	if c.idle > 0 {
+		// Opened before the daemon starts (one process opening 10,000
+		// sockets one by one under the daemon takes a minute: see the
+		// README), and silent while idle (no keepalives), so the daemon
+		// never sees them: they only populate the socket table.
 		hold, err := startProc("ip", "netns", "exec", e.pair.Client, e.loadExe, "hold", "-addr", e.target(portLoad), "-n", fmt.Sprint(c.idle))
 		if err != nil {
 			return rd, err
 		}
 		defer hold.stop(10 * time.Second)
-		if err := hold.waitOutput(`"held"`, 60*time.Second); err != nil {
+		if err := hold.waitOutput(e.ctx, `"held"`, 120*time.Second); err != nil {
 			return rd, err
 		}
 	}

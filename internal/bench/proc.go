@@ -68,9 +68,12 @@ func (p *proc) stop(grace time.Duration) error {
 }
 
 // waitOutput waits until the process's output contains want.
-func (p *proc) waitOutput(want string, d time.Duration) error {
+func (p *proc) waitOutput(ctx context.Context, want string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for !strings.Contains(p.out.String(), want) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if p.exited() {
 			return fmt.Errorf("%s exited (%v) before saying %q: %s", p.cmd.Path, p.err, want, p.out)
 		}

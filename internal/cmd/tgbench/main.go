@@ -23,6 +23,7 @@ func main() {
 	conns := flag.Int("conns", 0, "connections per case and round (0: 20000, quick 1500)")
 	rounds := flag.Int("rounds", 0, "rounds (0: 3, quick 1)")
 	workers := flag.Int("workers", 0, "load client connections in flight (0: 8, quick 4)")
+	profile := flag.String("profile", "", "write a CPU profile of tollgated for every daemon case into this directory")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "tgbench: needs root to create network namespaces (sudo make bench)")
@@ -41,7 +42,13 @@ func main() {
 	if *workers > 0 {
 		o.Workers = *workers
 	}
-	o.Bin, o.Progress = *bin, os.Stderr
+	o.Bin, o.Progress, o.ProfileDir = *bin, os.Stderr, *profile
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "tgbench:", err)
+			os.Exit(1)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, err := bench.Run(ctx, o)

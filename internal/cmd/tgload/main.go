@@ -35,6 +35,7 @@ func main() {
 	if len(os.Args) < 2 {
 		usage()
 	}
+	raiseFileLimit()
 	var err error
 	switch os.Args[1] {
 	case "serve":
@@ -56,6 +57,22 @@ func main() {
 	}
 }
 
+// raiseFileLimit lifts the open-file limit as far as allowed: the server
+// and hold keep one descriptor per connection, tens of thousands of them.
+func raiseFileLimit() {
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil {
+		return
+	}
+	want := rl
+	want.Max = max(rl.Max, 1<<20)
+	want.Cur = want.Max
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
+		rl.Cur = rl.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+}
+
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: tgload serve|run|hold|churn|first [flags] (see the package doc)")
 	os.Exit(2)
@@ -70,7 +87,7 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	for _, a := range strings.Split(*addrs, ",") {
-		lc := net.ListenConfig{}
+		lc := net.ListenConfig{KeepAlive: -1} // idle connections stay silent
 		l, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", a, err)
@@ -88,8 +105,14 @@ func serve(args []string) error {
 func acceptLoop(l net.Listener) {
 	for {
 		c, err := l.Accept()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			// Out of descriptors or memory: say so and keep serving.
+			fmt.Fprintln(os.Stderr, "tgload serve: accept:", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		go func() {
 			defer c.Close()
@@ -193,7 +216,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 
 // hold opens n connections, prints {"held": n} and keeps them idle until
-// SIGTERM or stdin closes.
+// SIGTERM or SIGINT.
 func hold(args []string) error {
 	fs := flag.NewFlagSet("hold", flag.ExitOnError)
 	addr := fs.String("addr", "", "server HOST:PORT")
@@ -212,7 +235,7 @@ func hold(args []string) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c, err := net.DialTimeout("tcp", *addr, 3*time.Second)
+		c, err := idleDialer.Dial("tcp", *addr)
 		if err != nil {
 			return fmt.Errorf("hold connection %d: %w", len(conns)+1, err)
 		}
@@ -221,10 +244,13 @@ func hold(args []string) error {
 	if err := emit(map[string]int{"held": len(conns)}); err != nil {
 		return err
 	}
-	go func() { io.Copy(io.Discard, os.Stdin); stop() }()
 	<-ctx.Done()
 	return nil
 }
+
+// idleDialer makes connections that stay silent while idle: no keepalive
+// probes (Go sends them by default every 15 s).
+var idleDialer = net.Dialer{Timeout: 3 * time.Second, KeepAlive: -1}
 
 // ChurnResult is what `tgload churn` prints: which executable each process
 // id ran, so a connection log can be checked against it.
