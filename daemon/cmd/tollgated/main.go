@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/tollgate-fw/tollgate/daemon/config"
@@ -25,6 +26,8 @@ func main() {
 	printDefaults := flag.Bool("print-default-config", false, "print the embedded default configuration and exit")
 	importRules := flag.String("import-rules", "", "store the rules of this TOML file as forever system rules in the database (daemon stopped), then exit")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	cpuProfile := flag.String("cpuprofile", "", "debug: write a CPU profile of the run to this file (pprof format)")
+	memProfile := flag.String("memprofile", "", "debug: write a heap profile to this file when the daemon stops (pprof format)")
 	flag.Parse()
 
 	switch {
@@ -77,8 +80,44 @@ func main() {
 		}
 	}()
 	log.Info("tollgated starting", "version", version, "config", path)
-	if err := service.Run(ctx, cfg, log, reload); err != nil {
+	stopProfiles := startProfiles(*cpuProfile, *memProfile, log)
+	err = service.Run(ctx, cfg, log, reload)
+	stopProfiles()
+	if err != nil {
 		fail(err)
+	}
+}
+
+// startProfiles starts the debug profiles asked for; the returned function
+// ends them. A profile that cannot be written is logged, never fatal.
+func startProfiles(cpuPath, memPath string, log *slog.Logger) func() {
+	var cpu *os.File
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			log.Error("start cpu profile", "file", cpuPath, "err", err)
+		} else {
+			cpu = f
+		}
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+		}
+		if memPath != "" {
+			f, err := os.Create(memPath)
+			if err == nil {
+				err = pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				log.Error("write heap profile", "file", memPath, "err", err)
+			}
+		}
 	}
 }
 
