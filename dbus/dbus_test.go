@@ -289,3 +289,21 @@ func FuzzFields(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRuleFromWire is the daemon's cost of reading one AddRule
+// argument: unwrap the variants, bound them, decode the rule.
+func BenchmarkRuleFromWire(b *testing.B) {
+	r := shared.Rule{Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+		Match: shared.Match{Exe: "/usr/bin/curl", Host: "example.org", Proto: shared.ProtoTCP, Port: shared.PortRange{Lo: 443, Hi: 443}}}
+	raw := wire(b, Variants(r.Fields()))[0].(map[string]godbus.Variant)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := Fields(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := shared.RuleFromFields(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

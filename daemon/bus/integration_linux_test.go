@@ -147,7 +147,7 @@ func (e *testEnv) startBus(t *testing.T) *busDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = testWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dbus-daemon: %v", err)
 	}
@@ -590,6 +590,26 @@ func TestIntegrationConnectionPendingOnlyToEntitledAgent(t *testing.T) {
 	if got := s.Entitled(uidA); len(got) != 0 {
 		t.Fatalf("agents of A after it left: %v", got)
 	}
+}
+
+func TestIntegrationBroadcastSignalsReachEveryone(t *testing.T) {
+	e := newTestEnv(t)
+	e.startBus(t)
+	s := e.startServer(t, newFakeBackend(), Options{PolkitDisabled: true})
+
+	// B is no agent: it hears the broadcasts but no ConnectionPending,
+	// not even one of its own uid.
+	b := e.helper(t, uidB)
+	b.run([]step{{op: helperOp{Op: "Subscribe"}}})
+	s.ConnectionPending(shared.Pending{ID: 1, Connection: shared.Connection{UID: uidB}})
+	s.RulesChanged()
+	s.PendingResolved(1, shared.ActionDeny)
+	s.StatusChanged(shared.Status{Mode: "monitor"})
+	b.run([]step{
+		{op: helperOp{Op: "WaitSignal", S: dbus.SignalRulesChanged}, want: map[string]any{"id": 0, "action": "", "mode": "", "pending_seen": 0}},
+		{op: helperOp{Op: "WaitSignal", S: dbus.SignalPendingResolved}, want: map[string]any{"id": 1, "action": "deny", "mode": "", "pending_seen": 0}},
+		{op: helperOp{Op: "WaitSignal", S: dbus.SignalStatusChanged}, want: map[string]any{"id": 0, "action": "", "mode": "monitor", "pending_seen": 0}},
+	})
 }
 
 func TestIntegrationMalformedRuleIsInvalidAndChangesNothing(t *testing.T) {

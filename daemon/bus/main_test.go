@@ -198,6 +198,25 @@ func helperDo(ctx context.Context, c *dbus.Client, op helperOp, sigs *<-chan dbu
 		if err == nil {
 			err = errors.New("Run returned nil (served or timed out)")
 		}
+	case "WaitSignal": // wait for a signal named op.S; other signals are noted
+		t := time.NewTimer(20 * time.Second)
+		defer t.Stop()
+		for v == nil && err == nil {
+			select {
+			case s, ok := <-*sigs:
+				if !ok {
+					err = errors.New("signal channel closed")
+				}
+				if s.Name == dbus.SignalConnectionPending {
+					*seen = append(*seen, s.Pending.ID)
+				}
+				if s.Name == op.S {
+					v = map[string]any{"id": s.ID, "action": s.Action, "mode": s.Status.Mode, "pending_seen": len(*seen)}
+				}
+			case <-t.C:
+				err = fmt.Errorf("timed out waiting for %s", op.S)
+			}
+		}
 	case "Exit":
 		os.Exit(0)
 	default:
