@@ -138,6 +138,12 @@ func (m *Match) validate() error {
 		}
 	}
 	if m.Cmdline != "" {
+		// Whoever starts a process chooses its arguments (and can change
+		// them later): a command line narrows an executable, it never
+		// identifies a program on its own.
+		if m.Exe == "" && m.ExeSHA256 == "" {
+			return fieldErr("cmdline", "needs exe or exe_sha256 too: any program can claim any command line")
+		}
 		if err := validateText("cmdline", m.Cmdline, MaxFieldLen, false); err != nil {
 			return err
 		}

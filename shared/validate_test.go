@@ -189,3 +189,17 @@ func TestNormalize(t *testing.T) {
 		t.Errorf("normalized rule does not validate: %v", err)
 	}
 }
+
+func TestCmdlineNeedsAnExecutable(t *testing.T) {
+	r := Rule{Action: ActionAllow, Lifetime: LifetimeForever, Match: Match{Cmdline: "curl *"}}
+	var fe *FieldError
+	if err := r.Validate(); !errors.As(err, &fe) || fe.Field != "cmdline" {
+		t.Errorf("cmdline alone: %v, want a cmdline FieldError", err)
+	}
+	for _, m := range []Match{{Cmdline: "curl *", Exe: "/usr/bin/curl"}, {Cmdline: "curl *", ExeSHA256: strings.Repeat("a", 64)}} {
+		r.Match = m
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", m, err)
+		}
+	}
+}

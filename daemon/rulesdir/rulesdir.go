@@ -34,6 +34,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -81,14 +82,20 @@ func (e *Error) Unwrap() error { return e.Err }
 // Load reads every *.toml file of dir in name order (other files, hidden
 // files and directories are ignored) and returns the rules that are valid,
 // with one error per bad file or rule. A missing dir is not an error: it
-// holds no rules. A file that anyone may write is refused: it would let any
-// user add system rules. A rule whose id an earlier file already used is
-// an error and does not load.
+// holds no rules. A directory or file that users other than root may write
+// is refused: it would let them add system rules. A rule whose id an earlier
+// file already used is an error and does not load.
 func Load(dir string) (rules []shared.Rule, errs []error) {
-	entries, err := os.ReadDir(dir)
+	fi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if err == nil {
+		if why := trusted(fi); why != "" {
+			return nil, []error{fmt.Errorf("rules directory %s refused: it is %s", dir, why)}
+		}
+	}
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, []error{fmt.Errorf("read rules directory %s: %w", dir, err)}
 	}
@@ -124,8 +131,21 @@ func Load(dir string) (rules []shared.Rule, errs []error) {
 
 var errNotRegular = errors.New("not a regular file")
 
-// readFile reads a rules file, following symlinks, refusing world-writable
-// and oversized files.
+// trusted says why a rules file or directory cannot be trusted to hold
+// system rules, or "" when it can: it must belong to root (or to the user
+// the daemon runs as) and be writable by nobody else.
+func trusted(fi os.FileInfo) string {
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Sprintf("writable by users other than its owner (mode %04o)", fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Sprintf("owned by uid %d, not root", st.Uid)
+	}
+	return ""
+}
+
+// readFile reads a rules file, following symlinks, refusing files others
+// than root could have written, and oversized files.
 func readFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -139,8 +159,8 @@ func readFile(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, errNotRegular
 	}
-	if fi.Mode().Perm()&0o002 != 0 {
-		return nil, fmt.Errorf("refused: the file is writable by every user (mode %04o)", fi.Mode().Perm())
+	if why := trusted(fi); why != "" {
+		return nil, fmt.Errorf("refused: the file is %s", why)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {

@@ -169,7 +169,7 @@ func TestLoadMissingAndOddFiles(t *testing.T) {
 		t.Fatalf("errors %v, want the world-writable file and the dangling link", errs)
 	}
 	var e *Error
-	if !errors.As(errs[0], &e) || e.File != filepath.Join(dir, "b.toml") || !strings.Contains(e.Error(), "writable by every user") {
+	if !errors.As(errs[0], &e) || e.File != filepath.Join(dir, "b.toml") || !strings.Contains(e.Error(), "writable by users other than its owner") {
 		t.Errorf("world-writable file: %v", errs[0])
 	}
 	if !errors.As(errs[1], &e) || e.File != filepath.Join(dir, "g.toml") || !errors.Is(errs[1], os.ErrNotExist) {
@@ -179,6 +179,30 @@ func TestLoadMissingAndOddFiles(t *testing.T) {
 	// A directory that cannot be listed is one error.
 	if _, errs := Load(filepath.Join(dir, "a.toml")); len(errs) != 1 {
 		t.Errorf("listing a file as a directory: %v", errs)
+	}
+}
+
+func TestLoadRefusesWhatOthersCouldWrite(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.toml")
+	if err := os.WriteFile(p, []byte("[[rule]]\nname = \"a\"\naction = \"allow\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o664)
+	if rules, errs := Load(dir); len(rules) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "mode 0664") {
+		t.Errorf("group-writable file: %v %v", rules, errs)
+	}
+	os.Chmod(p, 0o644)
+	os.Chmod(dir, 0o777)
+	if rules, errs := Load(dir); len(rules) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "rules directory") {
+		t.Errorf("world-writable directory: %v %v", rules, errs)
+	}
+	os.Chmod(dir, 0o755)
+	if os.Geteuid() == 0 {
+		os.Chown(p, 65534, 65534)
+		if rules, errs := Load(dir); len(rules) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "owned by uid 65534") {
+			t.Errorf("file owned by nobody: %v %v", rules, errs)
+		}
 	}
 }
 
