@@ -34,11 +34,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 
