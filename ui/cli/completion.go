@@ -106,6 +106,9 @@ func dashed(names []string) string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = "--" + n
+		if len(n) == 1 {
+			out[i] = "-" + n
+		}
 	}
 	return strings.Join(out, " ")
 }
