@@ -105,4 +105,3 @@ func TestBashCompletion(t *testing.T) {
 		}
 	}
 }
-
