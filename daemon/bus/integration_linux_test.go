@@ -294,6 +294,18 @@ func TestIntegrationIntrospectionIsTheXML(t *testing.T) {
 			t.Errorf("method %s of the XML is not exported", m.Name)
 		}
 	}
+	// A typed client on this connection works and leaves it open.
+	c, err := dbus.Connect(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.GetStatus(context.Background()); err != nil || st.Mode != "enforcing" || st.Version != "test" {
+		t.Fatalf("GetStatus: %+v %v", st, err)
+	}
+	c.Close()
+	if !conn.Connected() {
+		t.Fatal("Close of a Connect client closed the caller's connection")
+	}
 	// The parents walk down to the object.
 	var root string
 	if err := conn.Object(dbus.BusName, "/org/tollgate").Call("org.freedesktop.DBus.Introspectable.Introspect", 0).Store(&root); err != nil {

@@ -235,3 +235,62 @@ func TestEntitled(t *testing.T) {
 		t.Fatalf("unknown uid offered to %v, want the admin agent", got)
 	}
 }
+
+// errPeer is a peer whose polkit fails.
+type errPeer struct{ fakePeer }
+
+func (p *errPeer) Authorized(ctx context.Context, name, action string, interactive bool) (bool, bool, error) {
+	return false, true, errors.New("polkit exploded")
+}
+
+// When polkit cannot answer, nothing that needs it is allowed (fail
+// closed); root still needs no polkit.
+func TestUnitPolkitFailureRefuses(t *testing.T) {
+	p := &errPeer{fakePeer{uids: map[string]uint32{":1.root": 0, ":1.a": uidA}}}
+	be := newFakeBackend()
+	seed(be)
+	s, err := New(Options{Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.connCtx, s.peer = context.Background(), p
+	o := &object{s: s}
+	rule := map[string]godbus.Variant{"action": godbus.MakeVariant("allow"), "exe": godbus.MakeVariant("/x")}
+	if _, e := o.AddRule(":1.a", rule); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("own rule with polkit failing: %v", e)
+	}
+	if e := o.SetMode(":1.a", "monitor"); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("SetMode with polkit failing: %v", e)
+	}
+	if _, e := o.AddRule(":1.root", rule); e != nil {
+		t.Fatalf("root with polkit failing: %v", e)
+	}
+	// With polkit disabled by configuration, users keep their own rules
+	// and only root manages.
+	s.opts.PolkitDisabled = true
+	if _, e := o.AddRule(":1.a", rule); e != nil {
+		t.Fatalf("own rule, polkit disabled: %v", e)
+	}
+	if e := o.SetMode(":1.a", "monitor"); errNameOf(e) != dbus.ErrorNotAuthorized {
+		t.Fatalf("SetMode, polkit disabled: %v", e)
+	}
+	if _, mode, _, _ := be.snapshot(); mode != "enforcing" {
+		t.Fatalf("mode changed to %s", mode)
+	}
+}
+
+// Calls while the bus is away are Busy, not a crash.
+func TestUnitNoBusIsBusy(t *testing.T) {
+	s, err := New(Options{Backend: newFakeBackend()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &object{s: s}
+	if _, e := o.GetStatus(":1.a"); errNameOf(e) != dbus.ErrorBusy {
+		t.Fatalf("no bus: %v", e)
+	}
+	if n := s.ConnectionPending(shared.Pending{ID: 1}); n != 0 || s.Connected() {
+		t.Fatalf("no bus: sent to %d, connected %v", n, s.Connected())
+	}
+	s.RulesChanged() // no bus: nothing to do, no panic
+}
