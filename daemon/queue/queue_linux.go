@@ -45,7 +45,15 @@ type Queue struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	dead     chan struct{} // closed when the reader stopped on its own
+	deadOnce sync.Once
 }
+
+// Dead is closed when the reader stopped without being asked to (its
+// socket went away): no packet of this queue will be read again, and the
+// owner should stop rather than leave connections hanging.
+func (q *Queue) Dead() <-chan struct{} { return q.dead }
 
 // Open binds queue cfg.Num in the current network namespace and starts
 // reading it. h is called for every packet, one at a time, on the reader
@@ -89,7 +97,7 @@ func open(ctx context.Context, cfg Config, h func(Packet), dial dialFunc) (*Queu
 
 	var refused error
 	for _, flags := range flagFallbacks(want) {
-		q := &Queue{num: cfg.Num, log: log, flags: flags}
+		q := &Queue{num: cfg.Num, log: log, flags: flags, dead: make(chan struct{})}
 		q.ctx, q.cancel = context.WithCancel(ctx)
 		kq, err := dial(nfqueue.Config{
 			NfQueue:      cfg.Num,
@@ -201,6 +209,7 @@ func (q *Queue) readError(err error) int {
 	}
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADF) {
 		q.log.Error("queue socket closed under the reader: reading stopped", "error", err)
+		q.deadOnce.Do(func() { close(q.dead) })
 		return 1
 	}
 	q.log.Warn("queue read error (a kernel error may answer an earlier verdict); reading goes on", "error", err)

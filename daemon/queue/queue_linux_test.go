@@ -440,11 +440,21 @@ func TestReaderErrors(t *testing.T) {
 	if !k.readError(&netlink.OpError{Op: "receive", Err: unix.ENOBUFS}) {
 		t.Error("reader stops on ENOBUFS, want it to read on")
 	}
+	select {
+	case <-q.Dead():
+		t.Error("queue dead after an ENOBUFS")
+	default:
+	}
 	if !strings.Contains(buf.String(), "level=WARN") || !strings.Contains(buf.String(), "no buffer space") {
 		t.Errorf("ENOBUFS not logged as a warning:\n%s", buf)
 	}
 	if k.readError(&netlink.OpError{Op: "receive", Err: net.ErrClosed}) {
 		t.Error("reader goes on reading a closed socket")
+	}
+	select {
+	case <-q.Dead():
+	default:
+		t.Error("the reader stopped on its own but Dead is not closed")
 	}
 
 	// The library complains through its logger while stopping: not a warning.
