@@ -76,6 +76,7 @@ type Config struct {
 	InterceptLoopback   bool          `toml:"intercept_loopback"`
 	Inbound             bool          `toml:"inbound"`
 	QueueNum            uint16        `toml:"queue_num"`
+	QueueMaxLen         uint32        `toml:"queue_max_len"`
 	DNS                 bool          `toml:"dns"`
 	DNSQueueNum         uint16        `toml:"dns_queue_num"`
 	RejectMark          uint32        `toml:"reject_mark"`
@@ -94,6 +95,8 @@ const (
 	MaxLogEntries      = 10_000_000
 	MaxLockTimeout     = 5 * time.Minute
 	WatchdogGrace      = 5 * time.Second // added to the prompt timeout before the watchdog steps in
+	MinQueueLen        = 4096            // room for every packet the daemon may hold, and more
+	MaxQueueLen        = 1 << 20
 	maxConfigFileBytes = 1 << 20
 )
 
@@ -186,6 +189,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseMode(string(c.Mode)); err != nil {
 		bad("mode", "%v", err)
+	}
+	if c.QueueMaxLen < MinQueueLen || c.QueueMaxLen > MaxQueueLen {
+		bad("queue_max_len", "must be between %d and %d, got %d", MinQueueLen, MaxQueueLen, c.QueueMaxLen)
 	}
 	seen := uint32(0)
 	for _, m := range []struct {

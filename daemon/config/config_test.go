@@ -47,6 +47,7 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{`mode = "loud"`, "mode"},
 		{`reject_mark = 3`, "reject_mark"},
 		{`reject_mark = 0`, "reject_mark"},
+		{`queue_max_len = 100`, "queue_max_len"},
 		{`accept_mark_out = 0x100000`, "accept_mark_out"},
 		{`accept_mark_in = 0x200000`, "accept_mark_in"},
 		{`accept_mark_in = 6`, "accept_mark_in"},
