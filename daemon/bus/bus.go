@@ -9,6 +9,19 @@
 // are the Backend's (the service and its broker). The firewall never depends
 // on this package: when the bus is missing or goes away, Run logs it and
 // reconnects with backoff while the daemon keeps deciding.
+//
+// Wiring (the service):
+//
+//	srv, err := bus.New(bus.Options{Backend: svc, Log: log})
+//	go func() { err := srv.Run(ctx); ... log it, keep running ... }()
+//	// broker: ask only when someone can answer
+//	if len(srv.Entitled(conn.UID)) == 0 { /* default action at once */ }
+//	srv.ConnectionPending(p)      // unicast to those agents
+//	srv.PendingResolved(id, act)  // and RulesChanged, StatusChanged
+//
+// Agents are connections that called RegisterAgent; the backend hears of
+// them through AgentRegistered and AgentGone (unregistered, left the bus,
+// or the bus went away).
 package bus
 
 import (

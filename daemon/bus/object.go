@@ -245,6 +245,9 @@ func (c *call) ownedRule(id string) (shared.Rule, error) {
 			return shared.Rule{}, fmt.Errorf("%w: no rule %q", dbus.ErrNotFound, id)
 		}
 	}
+	if old.ReadOnly {
+		return shared.Rule{}, fmt.Errorf("%w: rule %q comes from %s and is read-only: edit the file instead", dbus.ErrNotAuthorized, id, old.Source)
+	}
 	if old.Owner == shared.OwnerSystem || old.Owner != c.caller.UID {
 		if err := c.requireAdmin("changing a system rule"); err != nil {
 			return shared.Rule{}, err

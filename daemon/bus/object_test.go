@@ -138,6 +138,10 @@ func TestUnitAuthorization(t *testing.T) {
 	if e := o.DeleteRule(":1.a", id); e != nil {
 		t.Fatalf("A deleting its rule: %v", e)
 	}
+	be.put(shared.Rule{ID: "file", Action: shared.ActionAllow, ReadOnly: true, Source: "rules.d/x.toml", Enabled: true})
+	if e := o.DeleteRule(":1.root", "file"); errNameOf(e) != dbus.ErrorNotAuthorized || !strings.Contains(e.Error(), "rules.d/x.toml") {
+		t.Fatalf("root deleting a rules.d rule: %v", e)
+	}
 	// An unknown caller is refused.
 	if _, e := o.GetStatus(":1.ghost"); errNameOf(e) != dbus.ErrorNotAuthorized {
 		t.Fatalf("unknown caller: %v", e)
