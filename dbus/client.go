@@ -37,7 +37,7 @@ func Connect(ctx context.Context, conn *godbus.Conn) (*Client, error) {
 
 // Dial opens a private connection to the bus at address ("" = the system
 // bus: $DBUS_SYSTEM_BUS_ADDRESS or SystemBusAddress) and makes a client on
-// it; Close closes the connection.
+// it; Close closes the connection. ctx bounds the dial, not the connection.
 func Dial(ctx context.Context, address string) (*Client, error) {
 	if address == "" {
 		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -45,9 +45,31 @@ func Dial(ctx context.Context, address string) (*Client, error) {
 	if address == "" {
 		address = SystemBusAddress
 	}
-	conn, err := godbus.Connect(address, godbus.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("connect to bus %s: %w", address, err)
+	// ctx bounds the dial only: a connection made WithContext would close
+	// when a dial timeout ends.
+	type result struct {
+		conn *godbus.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := godbus.Connect(address)
+		done <- result{conn, err}
+	}()
+	var conn *godbus.Conn
+	select {
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect to bus %s: %w", address, ctx.Err())
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("connect to bus %s: %w", address, r.err)
+		}
+		conn = r.conn
 	}
 	c, err := Connect(ctx, conn)
 	if err != nil {

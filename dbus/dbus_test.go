@@ -2,12 +2,14 @@ package dbus
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -305,5 +307,46 @@ func BenchmarkRuleFromWire(b *testing.B) {
 		if _, err := shared.RuleFromFields(f); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestDialGivesUpWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Dial(ctx, "unix:path=/nonexistent/tollgate-test.sock"); err == nil {
+		t.Fatal("Dial to nothing succeeded")
+	}
+	if _, err := Dial(context.Background(), "unix:path=/nonexistent/tollgate-test.sock"); err == nil || !strings.Contains(err.Error(), "/nonexistent/tollgate-test.sock") {
+		t.Fatalf("Dial error does not name the address: %v", err)
+	}
+}
+
+func TestAnswerAndFilterRefuseBadInput(t *testing.T) {
+	for name, f := range map[string]func() error{
+		"bad action":   func() error { _, err := shared.ParseAnswer(1, "maybe", "once", "", nil); return err },
+		"bad lifetime": func() error { _, err := shared.ParseAnswer(1, "allow", "always", "", nil); return err },
+		"bad scope":    func() error { _, err := shared.ParseAnswer(1, "allow", "once", "everything", nil); return err },
+		"unknown opt": func() error {
+			_, err := shared.ParseAnswer(1, "allow", "once", "", map[string]any{"x": true})
+			return err
+		},
+		"until no time": func() error { _, err := shared.ParseAnswer(1, "allow", "until", "", nil); return err },
+		"time no until": func() error {
+			_, err := shared.ParseAnswer(1, "allow", "once", "", map[string]any{"until": "2030-01-01T00:00:00Z"})
+			return err
+		},
+		"filter unknown": func() error { _, err := shared.LogFilterFromFields(map[string]any{"colour": "red"}); return err },
+		"filter limit": func() error {
+			_, err := shared.LogFilterFromFields(map[string]any{"limit": uint32(shared.MaxLogLimit + 1)})
+			return err
+		},
+	} {
+		if f() == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	a, err := shared.ParseAnswer(1, "deny", "forever", "", nil)
+	if err != nil || a.Scope != shared.ScopeExeHostPort {
+		t.Fatalf("default scope: %+v %v", a, err)
 	}
 }
