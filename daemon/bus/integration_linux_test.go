@@ -500,7 +500,32 @@ func TestIntegrationAuthorizationWithoutPolkit(t *testing.T) {
 	if err != nil || len(es) != 3 {
 		t.Fatalf("root RecentConnections: %d entries, %v; want all 3", len(es), err)
 	}
+	if st, err := root.GetStatus(ctx); err != nil || st.Mode != "monitor" {
+		t.Fatalf("root GetStatus: %+v %v", st, err)
+	}
+	all, _, _, _ := be.snapshot()
+	if rs, err := root.ListRules(ctx); err != nil || len(rs) != len(all) {
+		t.Fatalf("root ListRules: %d rules, %v; want all %d", len(rs), err, len(all))
+	}
+	if err := root.UpdateRule(ctx, "ra", shared.Rule{Action: shared.ActionDeny, Lifetime: shared.LifetimeForever, Owner: uidA, Enabled: true, Match: shared.Match{Exe: "/bin/true"}}); err != nil {
+		t.Fatalf("root UpdateRule of A's rule: %v", err)
+	}
+	if txt, err := root.ExportRules(ctx); err != nil || txt != "# rules of uid 0\n" {
+		t.Fatalf("root ExportRules: %q %v", txt, err)
+	}
+	if ps, err := root.ListPending(ctx); err != nil || len(ps) != 3 {
+		t.Fatalf("root ListPending: %d, %v; want all 3", len(ps), err)
+	}
+	if err := root.RegisterAgent(ctx); err != nil {
+		t.Fatalf("root RegisterAgent: %v", err)
+	}
+	if err := root.UnregisterAgent(ctx); err != nil {
+		t.Fatalf("root UnregisterAgent: %v", err)
+	}
 	rules, mode, _, imported = be.snapshot()
+	if rules["ra"].Owner != uidA || rules["ra"].Match.Exe != "/bin/true" {
+		t.Fatalf("root's update of A's rule: %+v", rules["ra"])
+	}
 	if mode != "monitor" || imported != 1 || rules[id].Owner != shared.OwnerSystem {
 		t.Fatalf("after root: mode %s, imports %d, new rule owner %d", mode, imported, rules[id].Owner)
 	}
