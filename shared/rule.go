@@ -141,6 +141,16 @@ type Connection struct {
 	HostSource string `json:"host_source,omitempty"`
 }
 
+// Where a connection's host names came from (Connection.HostSource).
+const (
+	HostFromProcess = "process" // its own process resolved the address
+	HostFromUser    = "user"    // another process of the same user did
+	// Another user's process (or an unknown receiver) did: shown in logs
+	// and prompts, but never trusted to match a host rule, or one user
+	// could name addresses for another.
+	HostFromAny = "any"
+)
+
 // Attribution says how a connection was tied to its origin.
 type Attribution string
 

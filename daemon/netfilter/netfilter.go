@@ -361,15 +361,12 @@ func chainRules(o Options, v6 bool, chain string) [][]string {
 		rules = append(rules, []string{"-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", accept, accept), "-j", "RETURN"})
 	}
 	if in && o.DNSQueueNum != nil {
-		// DNS answers are ESTABLISHED (or untracked), so no NEW match;
-		// before the loopback return because stub resolvers answer on
-		// loopback. With inbound filtering on, a NEW packet from port 53 is
-		// a connection, not an answer: it must not skip the inbound
-		// decision by posing as DNS.
-		dns := []string{"-p", "udp", "-m", "udp", "--sport", "53"}
-		if o.Inbound {
-			dns = append(dns, "-m", "conntrack", "!", "--ctstate", "NEW")
-		}
+		// DNS answers answer a query: they are never NEW. Before the
+		// loopback return because stub resolvers answer on loopback. A
+		// NEW packet from port 53 is not an answer: it must neither skip
+		// the inbound decision nor plant names in the cache (an off-path
+		// host could otherwise name addresses for every process).
+		dns := []string{"-p", "udp", "-m", "udp", "--sport", "53", "-m", "conntrack", "!", "--ctstate", "NEW"}
 		dns = append(dns, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(*o.DNSQueueNum)), "--queue-bypass")
 		rules = append(rules, dns)
 	}

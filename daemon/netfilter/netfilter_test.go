@@ -154,13 +154,13 @@ func TestInstallOptionsShapeRules(t *testing.T) {
 			forbidden: []string{ChainIn, "-A INPUT"},
 		},
 		{
-			name: "DNS without inbound: the inbound chain only queues answers, with no state match",
+			name: "DNS without inbound: the inbound chain only queues answers, never NEW packets",
 			opts: Options{QueueNum: 9, DNSQueueNum: u16(10)},
 			want: []string{
-				"-A TOLLGATE-IN -p udp -m udp --sport 53 -j NFQUEUE --queue-num 10 --queue-bypass",
+				"-A TOLLGATE-IN -p udp -m udp --sport 53 -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num 10 --queue-bypass",
 				"-A TOLLGATE-OUT " + queueRule,
 			},
-			forbidden: []string{"-i lo", "-A TOLLGATE-IN " + queueRule, "! --ctstate NEW"},
+			forbidden: []string{"-i lo", "-A TOLLGATE-IN " + queueRule},
 		},
 		{
 			name: "DNS answers get the bypass even fail-closed",

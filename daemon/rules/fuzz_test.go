@@ -179,6 +179,9 @@ func refMatches(r *shared.Rule, c *shared.Connection, now time.Time) (bool, stri
 		return false, ""
 	}
 	if m.Host != "" {
+		if c.HostSource == shared.HostFromAny {
+			return false, ""
+		}
 		for _, h := range c.Hosts {
 			if shared.HostMatches(m.Host, h) {
 				return true, h

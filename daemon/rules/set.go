@@ -286,6 +286,9 @@ func (e *entry) matches(c *shared.Connection, remote netip.Addr, now time.Time) 
 		return host, false
 	}
 	if e.host != "" {
+		if c.HostSource == shared.HostFromAny {
+			return host, false // names another user's process learned are not trusted
+		}
 		for i, h := range c.Hosts {
 			if shared.HostMatches(e.host, h) {
 				return i, true

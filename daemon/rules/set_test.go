@@ -105,6 +105,10 @@ func TestDecideFields(t *testing.T) {
 			conn: func(c *shared.Connection) { c.Hosts = []string{"a.example.org", "CDN.example.net."} }, match: true, host: "CDN.example.net."},
 		{name: "host wildcard second name", rule: func(r *shared.Rule) { r.Match.Host = "*.example.net" },
 			conn: func(c *shared.Connection) { c.Hosts = []string{"a.example.org", "x.cdn.example.net"} }, match: true, host: "x.cdn.example.net"},
+		{name: "host named by another user's lookup", rule: func(r *shared.Rule) { r.Match.Host = "*.example.org" },
+			conn: func(c *shared.Connection) { c.HostSource = shared.HostFromAny }},
+		{name: "host named by the same user's lookup", rule: func(r *shared.Rule) { r.Match.Host = "*.example.org" },
+			conn: func(c *shared.Connection) { c.HostSource = shared.HostFromUser }, match: true, host: "www.Example.org"},
 		{name: "host, name too long", rule: func(r *shared.Rule) { r.Match.Host = "*.org" },
 			conn: func(c *shared.Connection) { c.Hosts = []string{strings.Repeat("a.", 200) + "org"} }},
 
