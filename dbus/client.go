@@ -256,12 +256,19 @@ func writableFields(r shared.Rule) map[string]any {
 // Signal is one signal of the daemon. Name says which; the other fields are
 // set as the signal carries them.
 type Signal struct {
-	Name    string         // SignalConnectionPending, SignalPendingResolved, SignalRulesChanged, SignalStatusChanged
+	Name    string         // SignalConnectionPending, SignalPendingResolved, SignalRulesChanged, SignalStatusChanged, SignalDaemonChanged
 	Pending shared.Pending // ConnectionPending
 	ID      uint64         // PendingResolved
 	Action  shared.Action  // PendingResolved
 	Status  shared.Status  // StatusChanged
+	Owner   string         // DaemonChanged: the daemon's new unique name, "" when it left the bus
 }
+
+// SignalDaemonChanged is not a signal of the interface: Signals makes it
+// from the bus's NameOwnerChanged for BusName, when the daemon leaves the
+// bus or comes back (a restart). An agent registers again when Owner is
+// set: the new daemon does not know it.
+const SignalDaemonChanged = "DaemonChanged"
 
 // Signals subscribes to the daemon's signals until ctx ends; then the
 // channel is closed. ConnectionPending reaches only registered agents (it
@@ -275,6 +282,25 @@ func (c *Client) Signals(ctx context.Context) (<-chan Signal, error) {
 	if err := c.conn.AddMatchSignalContext(ctx, opts...); err != nil {
 		return nil, fmt.Errorf("subscribe to tollgated signals: %w", err)
 	}
+	owner := []godbus.MatchOption{
+		godbus.WithMatchSender("org.freedesktop.DBus"),
+		godbus.WithMatchInterface("org.freedesktop.DBus"),
+		godbus.WithMatchMember("NameOwnerChanged"),
+		godbus.WithMatchArg(0, BusName),
+	}
+	if err := c.conn.AddMatchSignalContext(ctx, owner...); err != nil {
+		_ = c.conn.RemoveMatchSignalContext(ctx, opts...)
+		return nil, fmt.Errorf("watch tollgated on the bus: %w", err)
+	}
+	// Anyone on the bus may send a signal to anyone: only those from the
+	// daemon's connection (and the bus's own NameOwnerChanged) count.
+	var daemon string
+	err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, BusName).Store(&daemon)
+	if err != nil && !isNameHasNoOwner(err) {
+		_ = c.conn.RemoveMatchSignalContext(ctx, opts...)
+		_ = c.conn.RemoveMatchSignalContext(ctx, owner...)
+		return nil, fmt.Errorf("find tollgated on the bus: %w", err)
+	}
 	raw := make(chan *godbus.Signal, 64)
 	c.conn.Signal(raw)
 	out := make(chan Signal, 64)
@@ -284,6 +310,7 @@ func (c *Client) Signals(ctx context.Context) (<-chan Signal, error) {
 			c.conn.RemoveSignal(raw)
 			// Best effort: the connection may be gone already.
 			_ = c.conn.RemoveMatchSignalContext(context.Background(), opts...)
+			_ = c.conn.RemoveMatchSignalContext(context.Background(), owner...)
 		}()
 		for {
 			select {
@@ -295,9 +322,15 @@ func (c *Client) Signals(ctx context.Context) (<-chan Signal, error) {
 				if !ok {
 					return
 				}
-				sig, ok := ParseSignal(s)
-				if !ok {
+				if s == nil || (s.Sender != daemon && s.Sender != "org.freedesktop.DBus") || (s.Sender == "org.freedesktop.DBus" && s.Path == ObjectPath) {
 					continue
+				}
+				sig, ok := ParseSignal(s)
+				if !ok || (sig.Name == SignalDaemonChanged) != (s.Sender == "org.freedesktop.DBus") {
+					continue
+				}
+				if sig.Name == SignalDaemonChanged {
+					daemon = sig.Owner
 				}
 				select {
 				case out <- sig:
@@ -310,9 +343,19 @@ func (c *Client) Signals(ctx context.Context) (<-chan Signal, error) {
 	return out, nil
 }
 
-// ParseSignal reads a godbus signal of the daemon's interface; ok is false
-// for other signals and for bodies that do not match the XML.
+// ParseSignal reads a godbus signal of the daemon's interface (or the bus's
+// NameOwnerChanged for BusName); ok is false for other signals and for
+// bodies that do not match the XML. It does not check who sent the signal:
+// Signals does (anyone may send a signal to anyone).
 func ParseSignal(s *godbus.Signal) (Signal, bool) {
+	if s != nil && s.Name == "org.freedesktop.DBus.NameOwnerChanged" && len(s.Body) == 3 {
+		name, _ := s.Body[0].(string)
+		newOwner, ok := s.Body[2].(string)
+		if name != BusName || !ok {
+			return Signal{}, false
+		}
+		return Signal{Name: SignalDaemonChanged, Owner: newOwner}, true
+	}
 	if s == nil || s.Path != ObjectPath {
 		return Signal{}, false
 	}
@@ -376,4 +419,16 @@ func splitMember(name string) (iface, member string) {
 		}
 	}
 	return "", name
+}
+
+func isNameHasNoOwner(err error) bool {
+	var de godbus.Error
+	var dp *godbus.Error
+	switch {
+	case errors.As(err, &dp) && dp != nil:
+		return dp.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"
+	case errors.As(err, &de):
+		return de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"
+	}
+	return false
 }

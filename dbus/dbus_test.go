@@ -198,6 +198,8 @@ func TestParseSignal(t *testing.T) {
 		{&godbus.Signal{Path: "/other", Name: Interface + ".RulesChanged"}, false, ""},
 		{&godbus.Signal{Path: ObjectPath, Name: "org.other.RulesChanged"}, false, ""},
 		{nil, false, ""},
+		{&godbus.Signal{Name: "org.freedesktop.DBus.NameOwnerChanged", Body: []any{BusName, ":1.4", ""}}, true, SignalDaemonChanged},
+		{&godbus.Signal{Name: "org.freedesktop.DBus.NameOwnerChanged", Body: []any{"org.other", "", ":1.5"}}, false, ""},
 	} {
 		s, ok := ParseSignal(tc.sig)
 		if ok != tc.ok || s.Name != tc.name {

@@ -243,6 +243,15 @@ func (s *Server) Connected() bool {
 	return s.conn != nil && s.conn.Connected()
 }
 
+// uniqueName is the server's unique name on the bus ("" when away).
+func (s *Server) uniqueName() string {
+	conn, _ := s.current()
+	if conn == nil || len(conn.Names()) == 0 {
+		return ""
+	}
+	return conn.Names()[0]
+}
+
 func (s *Server) address() string {
 	if s.opts.Address != "" {
 		return s.opts.Address
@@ -333,7 +342,8 @@ func (s *Server) drop(conn *godbus.Conn) {
 // watch forgets agents whose connection leaves the bus.
 func (s *Server) watch(conn *godbus.Conn, sigs <-chan *godbus.Signal) {
 	for sig := range sigs { // closed when conn closes
-		if sig.Name != "org.freedesktop.DBus.NameOwnerChanged" || len(sig.Body) != 3 {
+		// Anyone may send a signal to anyone: only the bus's own counts.
+		if sig.Sender != "org.freedesktop.DBus" || sig.Name != "org.freedesktop.DBus.NameOwnerChanged" || len(sig.Body) != 3 {
 			continue
 		}
 		name, _ := sig.Body[0].(string)

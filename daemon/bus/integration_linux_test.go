@@ -607,9 +607,25 @@ func TestIntegrationConnectionPendingOnlyToEntitledAgent(t *testing.T) {
 	send(1, uidA)
 	send(2, uidB)
 	send(3, uidA)
-	send(100, uidA)
 	send(200, uidB)
+	// B forges a ConnectionPending to A's agent and a NameOwnerChanged
+	// saying A left, sent to A and to the daemon: both are ignored.
+	var nameA string
+	for n, uid := range s.Agents() {
+		if uid == uidA {
+			nameA = n
+		}
+	}
+	// (A round trip after each forge: the bus has routed the forged
+	// signals before the daemon's next one.)
+	b.run([]step{{op: helperOp{Op: "Forge", S: nameA, N: 66, ID: nameA}}, {op: helperOp{Op: "GetStatus"}}})
+	daemonName := s.uniqueName()
+	b.run([]step{{op: helperOp{Op: "Forge", S: daemonName, N: 66, ID: nameA}}, {op: helperOp{Op: "GetStatus"}}})
+	send(100, uidA)
 	a.run([]step{{op: helperOp{Op: "WaitPending", N: 100}, want: []uint64{1, 3, 100}}})
+	if got := s.Entitled(uidA); len(got) != 1 {
+		t.Fatalf("a forged NameOwnerChanged made the daemon forget A's agent: %v", got)
+	}
 	b.run([]step{{op: helperOp{Op: "WaitPending", N: 200}, want: []uint64{2, 200}}})
 
 	// A connection of a user with no agent goes to nobody (uid 0 is

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -95,6 +96,20 @@ func runHelper() int {
 		if err := out.Encode(res); err != nil {
 			return 2
 		}
+	}
+}
+
+func signalTo(dest string, path godbus.ObjectPath, iface, member string, body ...any) *godbus.Message {
+	return &godbus.Message{
+		Type: godbus.TypeSignal,
+		Headers: map[godbus.HeaderField]godbus.Variant{
+			godbus.FieldDestination: godbus.MakeVariant(dest),
+			godbus.FieldPath:        godbus.MakeVariant(path),
+			godbus.FieldInterface:   godbus.MakeVariant(iface),
+			godbus.FieldMember:      godbus.MakeVariant(member),
+			godbus.FieldSignature:   godbus.MakeVariant(godbus.SignatureOf(body...)),
+		},
+		Body: body,
 	}
 }
 
@@ -215,6 +230,17 @@ func helperDo(ctx context.Context, c *dbus.Client, op helperOp, sigs *<-chan dbu
 				}
 			case <-t.C:
 				err = fmt.Errorf("timed out waiting for %s", op.S)
+			}
+		}
+	case "Forge": // send signals to op.S as if from the daemon and from the bus
+		conn := c.Conn()
+		fake := shared.Pending{ID: op.N, Connection: shared.Connection{UID: 65534, Exe: "/usr/bin/firefox"}}
+		for _, m := range []*godbus.Message{
+			signalTo(op.S, dbus.ObjectPath, dbus.Interface, dbus.SignalConnectionPending, dbus.Variants(fake.Fields())),
+			signalTo(op.S, "/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged", op.ID, op.ID, ""),
+		} {
+			if err = conn.Send(m, nil).Err; err != nil {
+				break
 			}
 		}
 	case "Exit":
