@@ -287,6 +287,25 @@ func (f *fakeDaemon) resolve(id uint64, a shared.Action) {
 	f.sigs <- dbus.Signal{Name: dbus.SignalPendingResolved, ID: id, Action: a}
 }
 
+// setDeny sets f.deny under the lock (for a fake served on a bus).
+func (f *fakeDaemon) setDeny(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deny = err
+}
+
+func (f *fakeDaemon) setPending(ps []shared.Pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = ps
+}
+
+func (f *fakeDaemon) rulesNow() []shared.Rule {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.rules)
+}
+
 func (f *fakeDaemon) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

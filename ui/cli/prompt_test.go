@@ -25,10 +25,19 @@ type promptRun struct {
 
 func startPrompt(t *testing.T, h *harness, args ...string) *promptRun {
 	t.Helper()
+	return startPromptWith(t, h, nil, args...)
+}
+
+// startPromptWith is startPrompt with a change to the App (nil: none).
+func startPromptWith(t *testing.T, h *harness, change func(*App), args ...string) *promptRun {
+	t.Helper()
 	r, w := io.Pipe()
 	h.stdin = r
 	p := &promptRun{t: t, h: h, keys: w, out: new(syncBuffer), errb: new(syncBuffer), done: make(chan int, 1)}
 	app := h.app(p.out, p.errb, new([]string))
+	if change != nil {
+		change(app)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		cancel()
