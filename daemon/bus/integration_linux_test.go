@@ -665,6 +665,39 @@ func TestIntegrationBroadcastSignalsReachEveryone(t *testing.T) {
 	})
 }
 
+// A client hears the daemon leave and come back, and takes signals from
+// the new daemon (whose unique name differs).
+func TestIntegrationClientFollowsDaemonRestart(t *testing.T) {
+	e := newTestEnv(t)
+	e.startBus(t)
+	run := func() (*Server, func()) {
+		s, err := New(Options{Address: e.addr, Backend: newFakeBackend(), PolkitDisabled: true, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		waitFor(t, "the server to own its name", s.Connected)
+		return s, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	_, stop := run()
+	h := e.helper(t, uidA)
+	h.run([]step{{op: helperOp{Op: "Subscribe"}}})
+	stop()
+	h.run([]step{{op: helperOp{Op: "WaitSignal", S: dbus.SignalDaemonChanged}, want: map[string]any{"owner_set": false}}})
+	s2, stop2 := run()
+	defer stop2()
+	h.run([]step{{op: helperOp{Op: "WaitSignal", S: dbus.SignalDaemonChanged}, want: map[string]any{"owner_set": true}}})
+	s2.StatusChanged(shared.Status{Mode: "disabled"})
+	h.run([]step{{op: helperOp{Op: "WaitSignal", S: dbus.SignalStatusChanged}, want: map[string]any{"id": 0, "action": "", "mode": "disabled", "pending_seen": 0}}})
+}
+
 func TestIntegrationMalformedRuleIsInvalidAndChangesNothing(t *testing.T) {
 	e := newTestEnv(t)
 	e.startBus(t)

@@ -227,6 +227,9 @@ func helperDo(ctx context.Context, c *dbus.Client, op helperOp, sigs *<-chan dbu
 				}
 				if s.Name == op.S {
 					v = map[string]any{"id": s.ID, "action": s.Action, "mode": s.Status.Mode, "pending_seen": len(*seen)}
+					if s.Name == dbus.SignalDaemonChanged {
+						v = map[string]any{"owner_set": s.Owner != ""}
+					}
 				}
 			case <-t.C:
 				err = fmt.Errorf("timed out waiting for %s", op.S)
