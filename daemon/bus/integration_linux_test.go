@@ -35,7 +35,7 @@ const (
 )
 
 // repoFile is a file of the repository, found from this source file.
-func repoFile(t *testing.T, rel string) string {
+func repoFile(t testing.TB, rel string) string {
 	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	p := filepath.Join(filepath.Dir(here), "..", "..", rel)
@@ -54,7 +54,7 @@ type testEnv struct {
 	binary string
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	nstest.RequireRoot(t)
 	for _, tool := range []string{"dbus-daemon", "setpriv"} {
@@ -94,7 +94,7 @@ func newTestEnv(t *testing.T) *testEnv {
 // busConfig is a system-bus-like configuration: the system bus's default
 // policy, the packaged Tollgate policy included as is, and a stand-in
 // polkit that root may own.
-func (e *testEnv) busConfig(t *testing.T) string {
+func (e *testEnv) busConfig(t testing.TB) string {
 	policy := repoFile(t, "packaging/dbus/org.tollgate.Firewall1.conf")
 	cfg := `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -140,7 +140,7 @@ type busDaemon struct {
 }
 
 // startBus starts a private dbus-daemon and waits until it listens.
-func (e *testEnv) startBus(t *testing.T) *busDaemon {
+func (e *testEnv) startBus(t testing.TB) *busDaemon {
 	t.Helper()
 	cmd := exec.Command("dbus-daemon", "--config-file="+e.busConfig(t), "--nofork", "--print-address")
 	out, err := cmd.StdoutPipe()
@@ -174,7 +174,7 @@ func (b *busDaemon) stop() {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -186,7 +186,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // startServer runs the server on the test bus and waits until it owns the name.
-func (e *testEnv) startServer(t *testing.T, be Backend, opts Options) *Server {
+func (e *testEnv) startServer(t testing.TB, be Backend, opts Options) *Server {
 	t.Helper()
 	opts.Address = e.addr
 	opts.Backend = be
@@ -211,7 +211,7 @@ func (e *testEnv) startServer(t *testing.T, be Backend, opts Options) *Server {
 	return s
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -575,7 +575,7 @@ func TestIntegrationAuthorizationWithPolkit(t *testing.T) {
 	}
 }
 
-func (e *testEnv) rootClient(t *testing.T) *dbus.Client {
+func (e *testEnv) rootClient(t testing.TB) *dbus.Client {
 	t.Helper()
 	c, err := dbus.Dial(context.Background(), e.addr)
 	if err != nil {
@@ -820,4 +820,38 @@ func TestIntegrationOnlyRootOwnsTheName(t *testing.T) {
 		t.Fatalf("Serve as uid %d: %q, want the ErrNameNotAllowed failure", uidA, res.Err)
 	}
 	t.Logf("as uid %d: %v", uidA, res.Value)
+}
+
+// BenchmarkIntegrationGetStatus is one authorized call through a real
+// dbus-daemon: the caller's uid from the bus, the backend, the reply.
+func BenchmarkIntegrationGetStatus(b *testing.B) {
+	e := newTestEnv(b)
+	e.startBus(b)
+	opts := Options{PolkitDisabled: true}
+	e.startServer(b, newFakeBackend(), opts)
+	c := e.rootClient(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.GetStatus(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIntegrationAddRule adds a user's rule as root: decoding,
+// validation and the owner check included.
+func BenchmarkIntegrationAddRule(b *testing.B) {
+	e := newTestEnv(b)
+	e.startBus(b)
+	e.startServer(b, newFakeBackend(), Options{PolkitDisabled: true})
+	c := e.rootClient(b)
+	ctx := context.Background()
+	f := map[string]any{"action": "allow", "lifetime": "forever", "exe": "/usr/bin/curl", "host": "example.org", "port": "443", "owner": uint32(1000)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.AddRuleFields(ctx, f); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
