@@ -262,3 +262,28 @@ func TestPrivateBusPrompt(t *testing.T) {
 	}
 	waitFor(t, "unregister", func() bool { return !h.fake.isAgent() })
 }
+
+func TestPrivateBusPromptFollowsRestart(t *testing.T) {
+	addr := privateBus(t)
+	h := newHarness()
+	h.env[BusEnv] = addr
+	srv := serve(t, addr, h.fake)
+	p := startPromptWith(t, h, func(a *App) { a.Dial = DialDBus })
+	p.waitOut("waiting for connections")
+	srv.conn.Close() // the daemon stops
+	p.waitOut("tollgated left the bus")
+	srv = serve(t, addr, h.fake) // and starts again
+	p.waitOut("tollgated is back")
+	if n := h.fake.registered(); n != 2 {
+		t.Errorf("registered %d times, want 2", n)
+	}
+	srv.emitPending(t, pend(70, "/usr/bin/curl", "example.org"))
+	p.waitOut("--- connection #70")
+	p.press("sq")
+	if code := p.exit(); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, p.errb.String())
+	}
+	if a := h.fake.answered(); len(a) != 1 || a[0].PendingID != 70 || a[0].Lifetime != shared.LifetimeSession {
+		t.Errorf("answers: %+v", a)
+	}
+}

@@ -18,17 +18,18 @@ import (
 // pending groups, a log, agents. Tests check the state after a command,
 // not the calls made.
 type fakeDaemon struct {
-	mu       sync.Mutex
-	status   shared.Status
-	rules    []shared.Rule
-	nextID   int
-	pending  []shared.Pending
-	log      []shared.LogEntry // newest first
-	answers  []shared.Answer
-	agent    bool
-	imported []string
-	export   string
-	logCalls int
+	mu            sync.Mutex
+	status        shared.Status
+	rules         []shared.Rule
+	nextID        int
+	pending       []shared.Pending
+	log           []shared.LogEntry // newest first
+	answers       []shared.Answer
+	agent         bool
+	registrations int
+	imported      []string
+	export        string
+	logCalls      int
 
 	// deny makes every mutating call fail with this error.
 	deny error
@@ -171,6 +172,7 @@ func (f *fakeDaemon) RegisterAgent(ctx context.Context) error {
 		return err
 	}
 	f.agent = true
+	f.registrations++
 	return nil
 }
 
@@ -179,6 +181,12 @@ func (f *fakeDaemon) UnregisterAgent(ctx context.Context) error {
 	defer f.mu.Unlock()
 	f.agent = false
 	return nil
+}
+
+func (f *fakeDaemon) registered() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.registrations
 }
 
 func (f *fakeDaemon) isAgent() bool {

@@ -110,6 +110,12 @@ func (p *prompter) run(ctx context.Context) error {
 				}
 				return fmt.Errorf("prompt: %w", errDaemonGone)
 			}
+			if s.Name == dbus.SignalDaemonChanged {
+				if err := p.daemonChanged(ctx, s.Owner); err != nil {
+					return err
+				}
+				continue
+			}
 			p.signal(s)
 		case k, ok := <-keys:
 			if !ok {
@@ -121,6 +127,31 @@ func (p *prompter) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// daemonChanged follows the daemon leaving the bus (owner "") or coming
+// back (a restart): its pending groups went with it; a new daemon does not
+// know this agent, so it registers again and asks what waits.
+func (p *prompter) daemonChanged(ctx context.Context, owner string) error {
+	p.queue = nil
+	if owner == "" {
+		p.event(map[string]any{"event": "daemon-gone"},
+			"\ntollgated left the bus: its pending connections got the default action; waiting for it to come back\n")
+		return nil
+	}
+	if err := p.c.RegisterAgent(ctx); err != nil {
+		return fmt.Errorf("prompt: register again with the restarted daemon: %w", err)
+	}
+	list, err := p.c.ListPending(ctx)
+	if err != nil {
+		return fmt.Errorf("prompt: list pending connections: %w", err)
+	}
+	for _, pd := range list {
+		p.add(pd)
+	}
+	p.event(map[string]any{"event": "daemon-back"}, "\ntollgated is back; registered again as its agent\n")
+	p.showCurrent()
+	return nil
 }
 
 // readKeys sends every byte read from r until it fails or ends.
@@ -165,6 +196,8 @@ func (p *prompter) signal(s dbus.Signal) {
 		cn := s.Pending.Connection
 		p.event(pendingEvent("queued", s.Pending),
 			fmt.Sprintf("  (queued #%d: %s -> %s; %d waiting)\n", s.Pending.ID, process(cn), remote(cn), len(p.queue)-1))
+	case dbus.SignalDaemonChanged:
+		// Handled by run: it needs to call the daemon.
 	case dbus.SignalPendingResolved:
 		i := p.index(s.ID)
 		if i < 0 {

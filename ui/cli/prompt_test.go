@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -201,5 +202,33 @@ func TestPromptJSON(t *testing.T) {
 	}
 	if got := strings.Join(events, ","); got != "ready,pending,answered,pending,resolved,quit" {
 		t.Errorf("events %s", got)
+	}
+}
+
+func TestPromptDaemonRestart(t *testing.T) {
+	h := newHarness()
+	p := startPrompt(t, h)
+	p.waitOut("waiting for connections")
+	h.fake.offer(pend(50, "/usr/bin/curl", "a.example"))
+	p.waitOut("--- connection #50")
+	// The daemon goes: what it held is gone with it.
+	h.fake.setPending(nil)
+	h.fake.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged}
+	p.waitOut("tollgated left the bus")
+	p.press("a")
+	p.waitOut("nothing to answer")
+	// It comes back with a connection already waiting: register, list, show.
+	h.fake.setPending([]shared.Pending{pend(60, "/usr/bin/ssh", "b.example")})
+	h.fake.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.42"}
+	p.waitOut("tollgated is back")
+	p.waitOut("--- connection #60")
+	if n := h.fake.registered(); n != 2 {
+		t.Errorf("registered %d times, want 2", n)
+	}
+	p.press("D")
+	waitFor(t, "answer to 60", func() bool { return len(h.fake.answered()) == 1 })
+	p.press("q")
+	if code := p.exit(); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, p.errb.String())
 	}
 }
