@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	godbus "github.com/godbus/dbus/v5"
 )
@@ -39,19 +40,53 @@ type peer interface {
 	HasOwner(ctx context.Context, name string) (bool, error)
 }
 
-// busPeer is peer over a bus connection.
-type busPeer struct{ conn *godbus.Conn }
+// busPeer is peer over a bus connection. It remembers the uid of each
+// unique name (a bus never reuses one) until the name leaves the bus.
+type busPeer struct {
+	conn *godbus.Conn
+	mu   sync.Mutex
+	uids map[string]uint32
+}
 
-func (p busPeer) UnixUser(ctx context.Context, name string) (uint32, error) {
-	var uid uint32
+// maxUIDCache bounds the uid cache; when full it starts over.
+const maxUIDCache = 4096
+
+func newBusPeer(conn *godbus.Conn) *busPeer {
+	return &busPeer{conn: conn, uids: make(map[string]uint32)}
+}
+
+func (p *busPeer) UnixUser(ctx context.Context, name string) (uint32, error) {
+	p.mu.Lock()
+	uid, ok := p.uids[name]
+	p.mu.Unlock()
+	if ok {
+		return uid, nil
+	}
 	err := p.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, name).Store(&uid)
 	if err != nil {
 		return 0, fmt.Errorf("ask the bus for the uid of %s: %w", name, err)
 	}
+	// Cache only names still on the bus: a name that left before this
+	// answer was read would never be forgotten.
+	if has, err := p.HasOwner(ctx, name); err == nil && has {
+		p.mu.Lock()
+		if len(p.uids) >= maxUIDCache {
+			clear(p.uids)
+		}
+		p.uids[name] = uid
+		p.mu.Unlock()
+	}
 	return uid, nil
 }
 
-func (p busPeer) HasOwner(ctx context.Context, name string) (bool, error) {
+// forget drops a name that left the bus.
+func (p *busPeer) forget(name string) {
+	p.mu.Lock()
+	delete(p.uids, name)
+	p.mu.Unlock()
+}
+
+func (p *busPeer) HasOwner(ctx context.Context, name string) (bool, error) {
 	var has bool
 	err := p.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, name).Store(&has)
 	if err != nil {
@@ -73,7 +108,7 @@ type polkitResult struct {
 	Details      map[string]string
 }
 
-func (p busPeer) Authorized(ctx context.Context, name, action string, interactive bool) (bool, bool, error) {
+func (p *busPeer) Authorized(ctx context.Context, name, action string, interactive bool) (bool, bool, error) {
 	subject := polkitSubject{
 		Kind:    "system-bus-name",
 		Details: map[string]godbus.Variant{"name": godbus.MakeVariant(name)},

@@ -298,10 +298,11 @@ func (s *Server) connect(ctx context.Context) (*godbus.Conn, error) {
 	}
 	sigs := make(chan *godbus.Signal, 256)
 	conn.Signal(sigs)
-	go s.watch(conn, sigs)
+	bp := newBusPeer(conn)
+	go s.watch(conn, bp, sigs)
 
 	s.mu.Lock()
-	s.conn, s.connCtx, s.peer = conn, conn.Context(), busPeer{conn}
+	s.conn, s.connCtx, s.peer = conn, conn.Context(), bp
 	s.mu.Unlock()
 
 	reply, err := conn.RequestName(dbus.BusName, godbus.NameFlagDoNotQueue)
@@ -340,7 +341,7 @@ func (s *Server) drop(conn *godbus.Conn) {
 }
 
 // watch forgets agents whose connection leaves the bus.
-func (s *Server) watch(conn *godbus.Conn, sigs <-chan *godbus.Signal) {
+func (s *Server) watch(conn *godbus.Conn, bp *busPeer, sigs <-chan *godbus.Signal) {
 	for sig := range sigs { // closed when conn closes
 		// Anyone may send a signal to anyone: only the bus's own counts.
 		if sig.Sender != "org.freedesktop.DBus" || sig.Name != "org.freedesktop.DBus.NameOwnerChanged" || len(sig.Body) != 3 {
@@ -349,6 +350,7 @@ func (s *Server) watch(conn *godbus.Conn, sigs <-chan *godbus.Signal) {
 		name, _ := sig.Body[0].(string)
 		newOwner, _ := sig.Body[2].(string)
 		if newOwner == "" && name != "" {
+			bp.forget(name)
 			s.forgetAgent(conn, name)
 		}
 	}

@@ -44,7 +44,7 @@ func (s *Server) begin(sender godbus.Sender, method string) (*call, error) {
 	}
 	if uid != 0 && !s.limit.allow(uid) {
 		cancel()
-		s.log.Warn("rate limit", "uid", uid, "method", method)
+		s.log.Debug("rate limit", "uid", uid, "method", method)
 		return nil, fmt.Errorf("%w: too many calls from uid %d, try again in a moment", dbus.ErrBusy, uid)
 	}
 	return &call{
