@@ -87,7 +87,7 @@ func TestLookupFindsProcessFacts(t *testing.T) {
 				Exe: fp.exePath("firefox"), ExeSHA256: fp.exeSum("firefox"),
 				Cmdline: "/usr/bin/firefox --new-window https://example.org",
 				Cgroup:  "/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.mozilla.firefox-4242.scope",
-				Unit:    "app-flatpak-org.mozilla.firefox-4242.scope", App: "flatpak:org.mozilla.firefox",
+				Unit:    "user@1000.service/app-flatpak-org.mozilla.firefox-4242.scope", App: "flatpak:org.mozilla.firefox",
 				User: p.User, Inode: 5000,
 			}
 			if p != want {

@@ -41,29 +41,62 @@ func parseCgroup(b []byte) string {
 	return v1
 }
 
-// cgroupUnit names what a cgroup path says about a process: the innermost
-// systemd unit (a .service or .scope, as systemd spells it) and, for
-// sandboxed desktop apps, the app: "flatpak:<app-id>" or "snap:<snap-name>".
+// cgroupUnit names what a cgroup path says about a process: its systemd
+// unit (a .service or .scope, as systemd spells it) and, for sandboxed
+// desktop apps, the app: "flatpak:<app-id>" or "snap:<snap-name>".
+//
+// Only the outermost unit is named by the system's manager. A unit's
+// cgroup holds further units only when it was delegated (Delegate=yes):
+// user@UID.service, where the user's own manager — and so the user — names
+// every cgroup and unit below it, or a container runtime's scope. A unit
+// inside such a subtree is therefore qualified with every unit above it,
+// joined by '/', so that a user's "backup.service" can never read as the
+// system's:
 //
 //	/system.slice/sshd.service                                  → sshd.service
+//	/user.slice/user-1000.slice/session-2.scope                 → session-2.scope
 //	/user.slice/user-1000.slice/user@1000.service/app.slice/
-//	    app-flatpak-org.mozilla.firefox-12345.scope             → …scope, flatpak:org.mozilla.firefox
-//	/user.slice/…/snap.firefox.firefox-2c5b….scope              → …scope, snap:firefox
+//	    backup.service                                          → user@1000.service/backup.service
+//	/user.slice/user-1000.slice/user@1000.service/app.slice/
+//	    app-flatpak-org.mozilla.firefox-12345.scope             → user@1000.service/app-flatpak-…scope,
+//	                                                              flatpak:org.mozilla.firefox
+//	/user.slice/…/user@1000.service/app.slice/snap.firefox.firefox-2c5b….scope
+//	                                                            → user@1000.service/snap.firefox.firefox-2c5b….scope, snap:firefox
+//
+// The app comes from the innermost flatpak or snap unit name. Inside a
+// delegated subtree that name is the user's claim, not the system's: any
+// program of the user can start itself in a scope named
+// app-flatpak-org.mozilla.firefox-1.scope. A rule that trusts App there
+// trusts the user, no more. (Flatpak's /.flatpak-info in the process's
+// root is no stronger: where unprivileged user namespaces exist, the user
+// can build a root holding one.) Snap services started by the system's
+// manager (/system.slice/snap.lxd.daemon.service) are named by root.
 func cgroupUnit(path string) (unit, app string) {
-	parts := strings.Split(path, "/")
-	for i := len(parts) - 1; i >= 0; i-- {
-		p := parts[i]
-		if unit == "" && (strings.HasSuffix(p, ".service") || strings.HasSuffix(p, ".scope")) {
-			unit = p
+	var b strings.Builder
+	for p := range strings.SplitSeq(path, "/") {
+		if !isUnitName(p) {
+			continue
 		}
-		if app == "" {
-			app = unitApp(p)
+		if b.Len() > 0 {
+			b.WriteByte('/')
 		}
-		if unit != "" && app != "" {
-			break
+		b.WriteString(p)
+		if a := unitApp(p); a != "" {
+			app = a
 		}
 	}
-	return unit, app
+	return b.String(), app
+}
+
+// isUnitName says whether a cgroup path element is a service or scope
+// unit's cgroup.
+func isUnitName(p string) bool {
+	for _, suf := range []string{".service", ".scope"} {
+		if name, ok := strings.CutSuffix(p, suf); ok && name != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // unitApp reads the sandboxed app a unit name stands for, or "".

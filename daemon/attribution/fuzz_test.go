@@ -45,14 +45,26 @@ func FuzzCgroup(f *testing.F) {
 	f.Add([]byte("0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.mozilla.firefox-12345.scope\n"))
 	f.Add([]byte(`0::/app.slice/app-flatpak-org.example.My\x2dApp-99.scope`))
 	f.Add([]byte("1:name=systemd:/system.slice/snap.lxd.daemon.service\n"))
+	f.Add([]byte("0::/user.slice/user-1000.slice/user@1000.service/app.slice/backup.service\n"))
+	f.Add([]byte("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-ab12.scope/container/system.slice/sshd.service\n"))
+	f.Add([]byte("0::/system.slice/docker-ab12.scope/system.slice/cron.service\n"))
+	f.Add([]byte("0::/a/.service/.scope/user@0.service\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		path := parseCgroup(b)
 		if path != "" && path[0] != '/' {
 			t.Errorf("path %q not absolute", path)
 		}
 		unit, app := cgroupUnit(path)
-		if unit != "" && !strings.Contains(path, unit) {
-			t.Errorf("unit %q not in path %q", unit, path)
+		// Every element of the unit is a unit-named element of the path,
+		// in order, and none is left out: a nested unit never reads bare.
+		var named []string
+		for _, p := range strings.Split(path, "/") {
+			if len(p) > len(".scope") && strings.HasSuffix(p, ".scope") || len(p) > len(".service") && strings.HasSuffix(p, ".service") {
+				named = append(named, p)
+			}
+		}
+		if want := strings.Join(named, "/"); unit != want {
+			t.Errorf("path %q: unit %q, want %q", path, unit, want)
 		}
 		if app != "" && !strings.HasPrefix(app, "flatpak:") && !strings.HasPrefix(app, "snap:") {
 			t.Errorf("app %q", app)

@@ -72,21 +72,46 @@ func TestCgroupUnit(t *testing.T) {
 		{"0::/system.slice/sshd.service\n", "/system.slice/sshd.service", "sshd.service", ""},
 		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.mozilla.firefox-12345.scope\n",
 			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.mozilla.firefox-12345.scope",
-			"app-flatpak-org.mozilla.firefox-12345.scope", "flatpak:org.mozilla.firefox"},
+			"user@1000.service/app-flatpak-org.mozilla.firefox-12345.scope", "flatpak:org.mozilla.firefox"},
 		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-com.github.tchx84.Flatseal-4142.scope",
 			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-com.github.tchx84.Flatseal-4142.scope",
-			"app-flatpak-com.github.tchx84.Flatseal-4142.scope", "flatpak:com.github.tchx84.Flatseal"},
+			"user@1000.service/app-flatpak-com.github.tchx84.Flatseal-4142.scope", "flatpak:com.github.tchx84.Flatseal"},
 		{`0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.example.My\x2dApp-99.scope`,
 			`/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-org.example.My\x2dApp-99.scope`,
-			`app-flatpak-org.example.My\x2dApp-99.scope`, "flatpak:org.example.My-App"},
+			`user@1000.service/app-flatpak-org.example.My\x2dApp-99.scope`, "flatpak:org.example.My-App"},
 		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.firefox.firefox-2c5b3f2e-9b1e-4c8e-a1d2-0123456789ab.scope\n",
 			"/user.slice/user-1000.slice/user@1000.service/app.slice/snap.firefox.firefox-2c5b3f2e-9b1e-4c8e-a1d2-0123456789ab.scope",
-			"snap.firefox.firefox-2c5b3f2e-9b1e-4c8e-a1d2-0123456789ab.scope", "snap:firefox"},
+			"user@1000.service/snap.firefox.firefox-2c5b3f2e-9b1e-4c8e-a1d2-0123456789ab.scope", "snap:firefox"},
 		{"0::/system.slice/snap.lxd.daemon.service\n", "/system.slice/snap.lxd.daemon.service", "snap.lxd.daemon.service", "snap:lxd"},
 		{"0::/system.slice/docker.service/sub/group\n", "/system.slice/docker.service/sub/group", "docker.service", ""},
 		{"0::/user.slice/user-1000.slice/session-2.scope\n", "/user.slice/user-1000.slice/session-2.scope", "session-2.scope", ""},
 		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-firefox-4242.scope\n",
-			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-firefox-4242.scope", "app-gnome-firefox-4242.scope", ""},
+			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-firefox-4242.scope", "user@1000.service/app-gnome-firefox-4242.scope", ""},
+		// A user's manager names everything below user@UID.service: a
+		// user unit never reads as the system unit of the same name.
+		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/backup.service\n",
+			"/user.slice/user-1000.slice/user@1000.service/app.slice/backup.service", "user@1000.service/backup.service", ""},
+		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/sshd.service\n",
+			"/user.slice/user-1000.slice/user@1000.service/app.slice/sshd.service", "user@1000.service/sshd.service", ""},
+		// The user's manager itself, and the unit that holds it.
+		{"0::/user.slice/user-1000.slice/user@1000.service/init.scope\n",
+			"/user.slice/user-1000.slice/user@1000.service/init.scope", "user@1000.service/init.scope", ""},
+		{"0::/user.slice/user-1000.slice/user@1000.service\n", "/user.slice/user-1000.slice/user@1000.service", "user@1000.service", ""},
+		// Deeper delegation (a rootless container in the user's tree):
+		// every unit on the way.
+		{"0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-ab12.scope/container/system.slice/backup.service\n",
+			"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-ab12.scope/container/system.slice/backup.service",
+			"user@1000.service/libpod-ab12.scope/backup.service", ""},
+		// A system container's scope is delegated too.
+		{"0::/system.slice/docker-ab12.scope/system.slice/cron.service\n",
+			"/system.slice/docker-ab12.scope/system.slice/cron.service", "docker-ab12.scope/cron.service", ""},
+		// A user claiming a flatpak app: App is set (the user's claim),
+		// the unit says where the claim was made.
+		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-com.bank.Client-7.scope\n",
+			"/user.slice/user-1000.slice/user@1000.service/app.slice/app-flatpak-com.bank.Client-7.scope",
+			"user@1000.service/app-flatpak-com.bank.Client-7.scope", "flatpak:com.bank.Client"},
+		// A bare suffix is not a unit.
+		{"0::/system.slice/.service\n", "/system.slice/.service", "", ""},
 		// cgroup v1: the name=systemd hierarchy.
 		{"12:cpu,cpuacct:/foo\n1:name=systemd:/system.slice/cron.service\n", "/system.slice/cron.service", "cron.service", ""},
 		// Both: the unified line wins, wherever it is.
