@@ -127,6 +127,7 @@ type Connection struct {
 	PIDStart    uint64      `json:"pid_start,omitempty"`
 	PPID        int         `json:"ppid,omitempty"`
 	Exe         string      `json:"exe,omitempty"`
+	ExeClaimed  string      `json:"exe_claimed,omitempty"` // the unverified path when Exe is "": shown, never matched (see daemon/attribution)
 	ExeSHA256   string      `json:"exe_sha256,omitempty"`
 	Cmdline     string      `json:"cmdline,omitempty"`
 	Unit        string      `json:"unit,omitempty"`

@@ -11,7 +11,15 @@
 // re-checked on use.
 //
 // It never guesses: when the socket or its holder cannot be found, the
-// connection is attributed to its uid alone and Lookup says so. It must not
+// connection is attributed to its uid alone and Lookup says so. Nor does
+// it repeat a process's claims as facts: an executable path is given only
+// when the daemon's own mount namespace has the running image at that path
+// (else it is only "claimed"), and a systemd unit below a delegated unit
+// (user@UID.service, a container) is named with the units above it, so a
+// user's unit never reads as a system unit.
+//
+// Known limit: a socket several processes hold (an inherited or passed
+// fd) is attributed to the first holder found (see Lookup). It must not
 // dump whole socket tables per connection, decide verdicts, change
 // netfilter, or keep facts of a pid past the life of that process (except
 // briefly, so a process that exits right after sending is still named).
@@ -58,19 +66,35 @@ type Query struct {
 // Process is what Lookup learned. When found is false only the uid fields,
 // User and Inode may be set.
 type Process struct {
-	PID       int
-	PIDStart  uint64 // start time, clock ticks since boot: (PID, PIDStart) names one process
-	PPID      int
-	UID, GID  int64 // the process's real ids; for a uid-only answer, the socket's owner
-	SockUID   int64 // socket owner as sock_diag reports it; -1 unknown
-	Exe       string
-	ExeSHA256 string // lower-case hex; "" when the file could not be read
+	PID      int
+	PIDStart uint64 // start time, clock ticks since boot: (PID, PIDStart) names one process
+	PPID     int
+	UID, GID int64 // the process's real ids; for a uid-only answer, the socket's owner
+	SockUID  int64 // socket owner as sock_diag reports it; -1 unknown
+	// Exe is the executable's path, verified: the file at this path in
+	// the daemon's own mount namespace is the process's running image
+	// (same device and inode). It is "" when that could not be verified;
+	// then ExeClaimed holds the path the process's own view gave. See
+	// Lookup.
+	Exe string
+	// ExeClaimed is the path /proc/PID/exe names (without " (deleted)")
+	// when it could not be verified; "" when Exe is set. It may be a lie
+	// and must never match a rule's exe; it is there to be shown.
+	ExeClaimed string
+	// ExeSHA256 is the sha256 of the running image itself (read through
+	// /proc/PID/exe), so it holds whether or not the path was verified;
+	// lower-case hex, "" when the file could not be read.
+	ExeSHA256 string
 	Cmdline   string // arguments joined by spaces
 	Cgroup    string // cgroup v2 path (or v1 name=systemd)
-	Unit      string // innermost systemd unit: "sshd.service", "app-…-1234.scope"
-	App       string // sandboxed app: "flatpak:org.mozilla.firefox", "snap:firefox"; "" otherwise
-	User      string // name of UID
-	Inode     uint64 // socket inode; 0 when no socket was found
+	// Unit is the systemd unit the cgroup names: "sshd.service", or for
+	// units nested in a delegated unit (a user's manager, a container)
+	// every unit from the outermost in, joined by '/':
+	// "user@1000.service/app-firefox-1234.scope". See cgroupUnit.
+	Unit  string
+	App   string // sandboxed app: "flatpak:org.mozilla.firefox", "snap:firefox"; "" otherwise. Claimed by the user inside user@UID.service (see cgroupUnit)
+	User  string // name of UID
+	Inode uint64 // socket inode; 0 when no socket was found
 }
 
 // Options tune an Attributor. The zero value is the production setting.
@@ -95,6 +119,9 @@ type Options struct {
 	// Test hooks: replace the kernel.
 	sockets socketTable
 	events  eventSource
+	// statOwn stats a path in the daemon's own mount namespace (to
+	// verify executables); default unix.Stat.
+	statOwn func(path string, st *unix.Stat_t) error
 }
 
 // ErrClosed is returned by an Attributor after Close.
@@ -222,7 +249,7 @@ func New(ctx context.Context, log *slog.Logger, opts Options) (*Attributor, erro
 	a := &Attributor{
 		log:       log,
 		opts:      opts,
-		proc:      newProcFS(opts.ProcRoot),
+		proc:      newProcFS(opts.ProcRoot, opts.statOwn),
 		hashes:    newHashCache(maxHashes),
 		index:     newGenCache[uint64, indexEntry](opts.IndexSize),
 		facts:     newGenCache[int, *procFacts](maxFacts),
@@ -314,6 +341,26 @@ func (a *Attributor) Alive(pid int, start uint64) bool {
 // connection is attributed to its uid alone (Process.UID, from the query or
 // else from the socket); the error, if any, says why the search failed and
 // the uid-only answer still holds.
+//
+// The executable's path is only given as Exe when it is verified: the
+// link /proc/PID/exe shows the path as the process's own mount namespace
+// sees it, and a process in a namespace of its own (any user, where
+// unprivileged user namespaces exist) can bind-mount any file over
+// /usr/bin/curl and run it. So the path is stat'ed in the daemon's mount
+// namespace and must be the running image (device and inode); when it is
+// not, or the link ends in " (deleted)" (the file was replaced, e.g. by a
+// package upgrade, or removed), Exe is "" and the path goes to
+// ExeClaimed. ExeSHA256 is always the running image's. The check is made
+// when the facts are read; facts the proc connector vouches for are not
+// re-checked until the process execs (the image cannot change without an
+// exec, only the file now at its path).
+//
+// Known limit: a socket held by several processes (an fd inherited over
+// fork or passed over a unix socket) is attributed to the first holder
+// found: the one the index last saw it in, else the first in scan order
+// (recent exec, recent holders of the socket's uid, then processes of
+// that uid newest first, then root's, then the rest). Which of them sent
+// the packet cannot be told from /proc.
 func (a *Attributor) Lookup(ctx context.Context, q Query) (Process, bool, error) {
 	a.nLookups.Add(1)
 	res := Process{UID: q.UID, GID: q.GID, SockUID: -1}
@@ -675,21 +722,23 @@ func (a *Attributor) withPPID(f *procFacts, st statInfo) *procFacts {
 
 // identity is what re-checking a cached process reads.
 type identity struct {
-	exe, cmdline string
-	exeID        exeID
-	uid, gid     int64
+	exe        string // verified path, or ""
+	exeClaimed string // the link's path when it is not verified, or ""
+	cmdline    string
+	exeID      exeID
+	uid, gid   int64
 }
 
 // same reports whether nothing an exec or id change would alter differs.
 func (id identity) same(p Process, eid exeID) bool {
-	return id.exe == p.Exe && id.exeID == eid && id.cmdline == p.Cmdline && id.uid == p.UID && id.gid == p.GID
+	return id.exe == p.Exe && id.exeClaimed == p.ExeClaimed && id.exeID == eid &&
+		id.cmdline == p.Cmdline && id.uid == p.UID && id.gid == p.GID
 }
 
-// readIdentity reads the executable (path and file identity), command line
-// and real ids of pid.
+// readIdentity reads the executable (path, whether the path is verified,
+// and file identity), command line and real ids of pid.
 func (a *Attributor) readIdentity(pid int) (identity, error) {
-	gp := &process.Process{Pid: int32(pid)}
-	exe, err := gp.ExeWithContext(a.proc.gctx)
+	link, err := a.proc.exeLink(pid)
 	if err != nil {
 		return identity{}, fmt.Errorf("read exe of pid %d: %w", pid, err)
 	}
@@ -697,6 +746,12 @@ func (a *Attributor) readIdentity(pid int) (identity, error) {
 	if err := unix.Stat(a.proc.path(pid, "exe"), &est); err != nil {
 		return identity{}, fmt.Errorf("stat exe of pid %d: %w", pid, err)
 	}
+	exe, verified := a.proc.verifyExe(link, &est)
+	id := identity{exe: exe, exeID: exeIDOf(&est)}
+	if !verified {
+		id.exe, id.exeClaimed = "", exe
+	}
+	gp := &process.Process{Pid: int32(pid)}
 	cmd, err := gp.CmdlineWithContext(a.proc.gctx)
 	if err != nil {
 		return identity{}, fmt.Errorf("read cmdline of pid %d: %w", pid, err)
@@ -714,7 +769,8 @@ func (a *Attributor) readIdentity(pid int) (identity, error) {
 	if err != nil {
 		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	return identity{exe: exe, exeID: exeIDOf(&est), cmdline: cmd, uid: uid, gid: gid}, nil
+	id.cmdline, id.uid, id.gid = cmd, uid, gid
+	return id, nil
 }
 
 // gather reads the facts of pid afresh and caches them.
@@ -748,16 +804,23 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 	}
 	f := &procFacts{p: Process{
 		PID: pid, PIDStart: st.Start, PPID: st.PPID,
-		UID: id.uid, GID: id.gid, Exe: id.exe, Cmdline: id.cmdline, Cgroup: cgroup,
+		UID: id.uid, GID: id.gid, Exe: id.exe, ExeClaimed: id.exeClaimed, Cmdline: id.cmdline, Cgroup: cgroup,
 	}}
 	f.p.Unit, f.p.App = cgroupUnit(cgroup)
 	f.p.User = a.userName(id.uid)
 	if exeErr == nil {
 		sum, eid, err := a.hashes.sum(exeFile)
-		if err == nil {
+		switch {
+		case err != nil:
+			a.log.Debug("hash executable", "pid", pid, "exe", id.exe, "claimed", id.exeClaimed, "err", err)
+		case eid != id.exeID:
+			// The image changed between opening and checking it (an
+			// exec, or a write): the sum may not be of the file the path
+			// was verified against. Leave it out; the next lookup reads
+			// afresh.
+			a.log.Debug("executable changed while read", "pid", pid)
+		default:
 			f.p.ExeSHA256, f.exe, f.hashed = sum, eid, true
-		} else {
-			a.log.Debug("hash executable", "pid", pid, "exe", id.exe, "err", err)
 		}
 	} else if !isGone(exeErr) {
 		a.log.Debug("open executable", "pid", pid, "err", exeErr)

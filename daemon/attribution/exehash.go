@@ -12,16 +12,21 @@ import (
 )
 
 // exeID identifies the contents of an executable file without reading it:
-// a file with the same device, inode, size and modification time is taken
-// to hold the same bytes.
+// a file with the same device, inode, size, modification time and status
+// change time is taken to hold the same bytes. The change time is what
+// makes it hold: the file's owner can rewrite it in place with the same
+// size and set the modification time back (utimensat), but every write
+// and every utimensat moves the change time to now, and nothing but the
+// kernel's clock sets it.
 type exeID struct {
 	Dev, Ino uint64
 	Size     int64
 	Mtime    int64 // nanoseconds
+	Ctime    int64 // nanoseconds
 }
 
 func exeIDOf(st *unix.Stat_t) exeID {
-	return exeID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
+	return exeID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
 }
 
 // hashCache holds the sha256 of executables by exeID. Concurrent requests

@@ -165,6 +165,22 @@ func runHelper(mode string, args []string) int {
 	case "held":
 		fmt.Println("held")
 		return hold()
+	case "bind-exec": // IMAGE PATH ADDR: in a mount namespace of its own, bind IMAGE over PATH, exec PATH tcp-connect ADDR
+		// Private first, so that nothing propagates out of this namespace.
+		if err := unix.Mount("none", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fail(fmt.Errorf("make / private: %w", err))
+		}
+		if err := unix.Mount(args[0], args[1], "", unix.MS_BIND, ""); err != nil {
+			return fail(fmt.Errorf("bind %s over %s: %w", args[0], args[1], err))
+		}
+		var env []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, helperEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		env = append(env, helperEnv+"=tcp-connect")
+		return fail(syscall.Exec(args[1], []string{args[1], "tcp-connect", args[2]}, env))
 	}
 	return fail(fmt.Errorf("unknown mode"))
 }
@@ -212,12 +228,20 @@ type child struct {
 // does not end) at cleanup.
 func startHelper(t testing.TB, bin, mode string, cred *syscall.Credential, args ...string) (*child, string) {
 	t.Helper()
+	var attr *syscall.SysProcAttr
+	if cred != nil {
+		attr = &syscall.SysProcAttr{Credential: cred}
+	}
+	return startHelperAttr(t, bin, mode, attr, args...)
+}
+
+// startHelperAttr is startHelper with the child's process attributes.
+func startHelperAttr(t testing.TB, bin, mode string, attr *syscall.SysProcAttr, args ...string) (*child, string) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{mode}, args...)...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	cmd.Stderr = os.Stderr
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
+	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +335,7 @@ func initialNetnsPath(t testing.TB) string {
 	if err != nil {
 		return ""
 	}
-	fp := newProcFS("/proc")
+	fp := newProcFS("/proc", nil)
 	pid := os.Getppid()
 	for i := 0; pid > 1 && i < 32; i++ {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"

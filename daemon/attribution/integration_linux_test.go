@@ -2,10 +2,13 @@ package attribution
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -416,4 +419,72 @@ func TestIntegrationProcEventsRefusedInNetns(t *testing.T) {
 	if a2.Stats().ProcEvents || a.Stats().ProcEvents {
 		t.Error("ProcEvents reported inside a test namespace")
 	}
+}
+
+// TestIntegrationExeFromOwnMountNamespace: a process in a mount namespace
+// of its own binds another program over a path and execs that path. The
+// exe link shows the path; the daemon's view of it is another file. Exe
+// must stay empty (no exe rule can match), the path goes to ExeClaimed,
+// and the sha256 is the running image's.
+func TestIntegrationExeFromOwnMountNamespace(t *testing.T) {
+	nstest.RequireRoot(t)
+	claimed, claimedSum := helperBin(t, "tg-claimed")
+	img, imgSum := helperBin(t, "tg-image")
+	// Make the image's bytes differ from the claimed file's (an ELF runs
+	// with bytes appended).
+	f, err := os.OpenFile(img, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("not the claimed program")
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	imgSum = hex.EncodeToString(sum[:])
+	if imgSum == claimedSum {
+		t.Fatal("image and claimed program have the same sha256")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes(t, func(t *testing.T, o Options) {
+		a := newAttributor(t, o)
+		srv := tcpServer(t, "127.0.0.1:0")
+		c, line := startHelperAttr(t, self, "bind-exec", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}, img, claimed, srv.String())
+		local, remote := addrs(t, line)
+		// What the namespace shows from outside: the claimed path.
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/exe"); err != nil || l != claimed {
+			t.Fatalf("exe link %q (%v), want the claimed %q", l, err, claimed)
+		}
+		p, found := lookup(t, a, Query{Proto: protoTCP, Local: local, Remote: remote, UID: -1, GID: -1})
+		if !found {
+			t.Fatalf("not found: %+v", p)
+		}
+		if p.PID != c.cmd.Process.Pid {
+			t.Fatalf("pid %d, want the helper's %d", p.PID, c.cmd.Process.Pid)
+		}
+		if p.Exe != "" || p.ExeClaimed != claimed || p.ExeSHA256 != imgSum {
+			t.Errorf("exe %q claimed %q sha256 %s; want \"\", %q, the image's %s (the claimed file's is %s)",
+				p.Exe, p.ExeClaimed, p.ExeSHA256, claimed, imgSum, claimedSum)
+		}
+		if want := claimed + " tcp-connect " + srv.String(); p.Cmdline != want {
+			t.Errorf("cmdline %q, want %q", p.Cmdline, want)
+		}
+		// Nothing leaked into our namespace: the path is still the
+		// claimed file here.
+		b, err := os.ReadFile(claimed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := sha256.Sum256(b); hex.EncodeToString(s[:]) != claimedSum {
+			t.Error("the bind mount is visible outside the helper's namespace")
+		}
+	})
 }

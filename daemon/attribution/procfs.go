@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/shirou/gopsutil/v4/common"
@@ -20,14 +21,21 @@ import (
 // of plain files and symlinks in tests. Everything it reads has the layout
 // of procfs (PID/stat, PID/fd/N → "socket:[inode]", PID/exe, net/icmp...).
 type procFS struct {
-	root string
-	gctx context.Context // for gopsutil: points HOST_PROC at root
+	root    string
+	gctx    context.Context                  // for gopsutil: points HOST_PROC at root
+	statOwn func(string, *unix.Stat_t) error // stat in the daemon's mount namespace
 }
 
-func newProcFS(root string) *procFS {
+// newProcFS reads the process table under root; statOwn (nil: unix.Stat)
+// stats paths as the daemon's own mount namespace sees them.
+func newProcFS(root string, statOwn func(string, *unix.Stat_t) error) *procFS {
+	if statOwn == nil {
+		statOwn = unix.Stat
+	}
 	return &procFS{
-		root: root,
-		gctx: context.WithValue(context.Background(), common.EnvKey, common.EnvMap{common.HostProcEnvKey: root}),
+		root:    root,
+		gctx:    context.WithValue(context.Background(), common.EnvKey, common.EnvMap{common.HostProcEnvKey: root}),
+		statOwn: statOwn,
 	}
 }
 
@@ -157,12 +165,31 @@ func (p *procFS) fdHolds(pid, fd int, inode uint64) bool {
 
 // exeLink reads the /proc/PID/exe link.
 func (p *procFS) exeLink(pid int) (string, error) {
-	var buf [4096]byte
-	k, err := unix.Readlink(p.path(pid, "exe"), buf[:])
-	if err != nil {
-		return "", err
+	return os.Readlink(p.path(pid, "exe")) // grows its buffer: never a truncated path
+}
+
+// deletedSuffix is what the kernel appends to /proc/PID/exe when the
+// image's file was removed or replaced.
+const deletedSuffix = " (deleted)"
+
+// verifyExe checks the path a process's exe link names against its running
+// image (img, the stat of /proc/PID/exe). The link is the path in the
+// process's own mount namespace, which the process may have built itself;
+// it is verified when the same path in the daemon's mount namespace is the
+// same file (device and inode). It returns the path without
+// " (deleted)" — a link with that suffix is never verified (the file the
+// image came from is no longer at the path, and a file may be named so) —
+// and whether it is verified.
+func (p *procFS) verifyExe(link string, img *unix.Stat_t) (string, bool) {
+	path, deleted := strings.CutSuffix(link, deletedSuffix)
+	if deleted || !filepath.IsAbs(path) {
+		return path, false
 	}
-	return string(buf[:k]), nil
+	var st unix.Stat_t
+	if err := p.statOwn(path, &st); err != nil {
+		return path, false
+	}
+	return path, st.Dev == img.Dev && st.Ino == img.Ino
 }
 
 // isGone says whether err means the process (or one of its files) no
