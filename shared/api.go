@@ -364,6 +364,7 @@ func (c Connection) Fields() map[string]any {
 		f["ppid"] = int32(c.PPID)
 	}
 	str("exe", c.Exe)
+	str("exe_claimed", c.ExeClaimed)
 	str("exe_sha256", c.ExeSHA256)
 	str("cmdline", c.Cmdline)
 	str("unit", c.Unit)
@@ -423,6 +424,8 @@ func ConnectionFromFields(f map[string]any) (Connection, error) {
 			c.PPID = int(n)
 		case "exe":
 			c.Exe, err = asString(k, v)
+		case "exe_claimed":
+			c.ExeClaimed, err = asString(k, v)
 		case "exe_sha256":
 			c.ExeSHA256, err = asString(k, v)
 		case "cmdline":

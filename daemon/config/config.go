@@ -84,6 +84,8 @@ type Config struct {
 	AcceptMarkIn        uint32        `toml:"accept_mark_in"`
 	IptablesBackend     string        `toml:"iptables_backend"`
 	ProcEventsNetns     string        `toml:"proc_events_netns"`
+	BusAddress          string        `toml:"bus_address"`
+	Polkit              bool          `toml:"polkit"`
 	LogMaxEntries       int           `toml:"log_max_entries"`
 	LogLevel            string        `toml:"log_level"`
 }

@@ -63,6 +63,10 @@ type env struct {
 	bin  string
 	dir  string // config, database, rules.d (readable by nobody for probes)
 	d    *daemon
+	// busAddr is the D-Bus address the daemon serves on: a private bus the
+	// test started, or (empty) a socket that does not exist, so no test
+	// ever reaches a host bus.
+	busAddr string
 }
 
 func newEnv(t *testing.T) *env {
@@ -158,13 +162,18 @@ func (e *env) daemonLog() string {
 // writeConfig writes the daemon's configuration with extra TOML lines.
 func (e *env) writeConfig(extra string) string {
 	path := filepath.Join(e.dir, "config.toml")
+	busAddr := e.busAddr
+	if busAddr == "" {
+		busAddr = "unix:path=" + filepath.Join(e.dir, "no-bus")
+	}
 	cfg := fmt.Sprintf(`database = %q
 rules_dir = %q
 prompt_timeout = "2s"
 log_level = "info"
 database_lock_timeout = "2s"
+bus_address = %q
 %s
-`, filepath.Join(e.dir, "tollgate.db"), filepath.Join(e.dir, "rules.d"), extra)
+`, filepath.Join(e.dir, "tollgate.db"), filepath.Join(e.dir, "rules.d"), busAddr, extra)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -460,6 +460,7 @@ func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Pac
 	}
 	c.PID, c.PIDStart, c.PPID = proc.PID, proc.PIDStart, proc.PPID
 	c.Exe, c.ExeSHA256, c.Cmdline, c.Unit, c.App, c.User = proc.Exe, proc.ExeSHA256, proc.Cmdline, proc.Unit, proc.App, proc.User
+	c.ExeClaimed = proc.ExeClaimed // the path it claims, when it could not be verified
 	if c.UID < 0 {
 		c.UID, c.GID = proc.UID, proc.GID // inbound: the listener's owner
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/daemon/attribution"
+	"github.com/tollgate-fw/tollgate/daemon/bus"
 	"github.com/tollgate-fw/tollgate/daemon/config"
 	"github.com/tollgate-fw/tollgate/daemon/dnscache"
 	"github.com/tollgate-fw/tollgate/daemon/dnswatch"
@@ -32,15 +33,29 @@ import (
 
 // Service is a running daemon.
 type Service struct {
-	cfg    config.Config
-	log    *slog.Logger
-	store  *store.Store
-	engine *engine.Engine
-	book   *rulebook.Book
-	broker *pending.Broker
-	attr   *attribution.Attributor
-	agents *agents
+	cfg     config.Config
+	log     *slog.Logger
+	version string
+	store   *store.Store
+	engine  *engine.Engine
+	book    *rulebook.Book
+	broker  *pending.Broker
+	attr    *attribution.Attributor
+	srv     *bus.Server
 }
+
+// Options are what Run needs.
+type Options struct {
+	Config  config.Config
+	Log     *slog.Logger
+	Reload  <-chan struct{} // a value each time rules.d should be read again (SIGHUP)
+	Version string
+}
+
+// entitled asks the bus server whom a uid's connections may be offered to.
+type entitled struct{ srv *bus.Server }
+
+func (e entitled) For(uid int64) []string { return e.srv.Entitled(uid) }
 
 // Housekeeping periods.
 const (
@@ -48,11 +63,12 @@ const (
 	houseTick = time.Second      // pending timeouts, ended process and until rules
 )
 
-// Run starts the daemon and blocks until ctx ends or a part fails. reload
-// receives a value each time the rules directory should be read again
-// (SIGHUP). On return the chains are removed, the log is written and the
-// store is closed.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan struct{}) (err error) {
+// Run starts the daemon and blocks until ctx ends or a part fails. On
+// return the chains are removed (unless the queue reader died: then they
+// stay, fail-closed, for the restarted daemon to replace), the log is
+// written and the store is closed.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg, log, reload := o.Config, o.Log, o.Reload
 	st, err := store.Open(store.Options{
 		Path:          cfg.Database,
 		LockTimeout:   cfg.DatabaseLockTimeout.Duration,
@@ -67,7 +83,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		}
 	}()
 
-	s := &Service{cfg: cfg, log: log, store: st, agents: newAgents()}
+	s := &Service{cfg: cfg, log: log, store: st, version: o.Version}
 
 	attr, err := attribution.New(ctx, log, attribution.Options{ProcEventsNetns: cfg.ProcEventsNetns})
 	if err != nil {
@@ -80,36 +96,35 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// DNS answers have a queue of their own, also read before the chains
-	// exist: each answer's names are in the cache before it is accepted,
-	// so a connection made right after the lookup is named.
+	// Queues are opened before the chains exist, so the first queued packet
+	// already has a reader; after a crash, the old chains may queue packets
+	// the moment a queue is bound. So whatever handles a queue's packets
+	// exists before the queue does, and sends its verdicts through a
+	// lateQueue that waits for the queue to be open.
+
+	// DNS answers have a queue of their own: each answer's names are in
+	// the cache before it is accepted, so a connection made right after
+	// the lookup is named.
 	var namer engine.Namer
 	var dnsNum *uint16
 	var dnsW *dnswatch.Watcher
 	if cfg.DNS {
 		names := dnscache.New(dnscache.Options{})
-		dq, err := queue.Open(runCtx, queue.Config{Num: cfg.DNSQueueNum, FailOpen: true, Logger: log},
-			func(p queue.Packet) { dnsW.Handle(p) })
+		dv := newLateQueue()
+		dnsW = dnswatch.New(runCtx, log, dv, attr, names)
+		dq, err := queue.Open(runCtx, queue.Config{Num: cfg.DNSQueueNum, FailOpen: true, Logger: log}, dnsW.Handle)
 		if err != nil {
 			return fmt.Errorf("open DNS queue %d: %w", cfg.DNSQueueNum, err)
 		}
+		dv.set(dq)
 		defer dq.Close() // after the chains are gone
-		dnsW = dnswatch.New(runCtx, log, dq, attr, names)
 		namer = names
 		n := cfg.DNSQueueNum
 		dnsNum = &n
 	}
 
-	// The queue is opened before the chains exist, so the first queued
-	// packet already has a reader. The engine needs the queue for verdicts
-	// and the queue needs the engine's handler: the handler is bound after.
-	var eng *engine.Engine
-	q, err := queue.Open(runCtx, queue.Config{Num: cfg.QueueNum, FailOpen: cfg.FailOpen, Logger: log},
-		func(p queue.Packet) { eng.Handle(p) })
-	if err != nil {
-		return fmt.Errorf("open queue %d: %w", cfg.QueueNum, err)
-	}
-	eng = engine.New(engine.Options{
+	v := newLateQueue()
+	eng := engine.New(engine.Options{
 		Mode:          cfg.Mode,
 		DefaultAction: cfg.DefaultAction,
 		RejectMark:    cfg.RejectMark,
@@ -118,17 +133,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		WatchdogAge:   cfg.WatchdogAge(),
 		IfName:        ifn.name,
 		Namer:         namer,
-	}, log, q, attr, st)
+	}, log, v, attr, st)
+	q, err := queue.Open(runCtx, queue.Config{Num: cfg.QueueNum, FailOpen: cfg.FailOpen, MaxQueueLen: cfg.QueueMaxLen, Logger: log},
+		eng.Handle)
+	if err != nil {
+		return fmt.Errorf("open queue %d: %w", cfg.QueueNum, err)
+	}
+	v.set(q)
 	s.engine = eng
 	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{}); err != nil {
 		q.Close()
 		return err
 	}
 	s.loadFileRules()
+	if s.srv, err = bus.New(bus.Options{Address: cfg.BusAddress, Backend: s, Log: log, PolkitDisabled: !cfg.Polkit}); err != nil {
+		q.Close()
+		return fmt.Errorf("d-bus service: %w", err)
+	}
 	s.broker = pending.New(pending.Options{
 		Timeout: cfg.PromptTimeout.Duration,
 		Default: cfg.DefaultAction,
-	}, s.agents, s)
+	}, entitled{s.srv}, s)
 	eng.SetAsker(s.broker)
 
 	nf, err := netfilter.New(netfilter.Options{
@@ -161,10 +186,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, reload <-chan
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
 		"intercept_loopback", cfg.InterceptLoopback, "dns", cfg.DNS, "rules", s.book.Len())
 
+	// The bus is the daemon's public face, never a condition of enforcing:
+	// without it (or while it is away) nobody is asked and the default
+	// applies; the server reconnects by itself.
+	busDone := make(chan error, 1)
+	go func() { busDone <- s.srv.Run(runCtx) }()
+
 	hits := time.NewTicker(hitFlush)
 	defer hits.Stop()
 	house := time.NewTicker(houseTick)
 	defer house.Stop()
+	var fatal error
 loop:
 	for {
 		select {
@@ -172,24 +204,46 @@ loop:
 			break loop
 		case <-reload:
 			s.loadFileRules()
+			s.srv.RulesChanged()
 		case <-house.C:
 			s.broker.Expire()
-			s.book.Prune(attr.Alive)
+			if s.book.Prune(attr.Alive) > 0 {
+				s.srv.RulesChanged()
+			}
 		case <-hits.C:
 			s.flushHits()
+		case err := <-busDone:
+			busDone = nil
+			if err != nil {
+				log.Error("d-bus service stopped: nobody can be asked, the default action applies", "err", err)
+			}
+		case err := <-engDone:
+			fatal = fmt.Errorf("engine stopped: %v", err)
+			engDone <- err
+			break loop
+		case <-q.Dead():
+			fatal = errors.New("the queue reader stopped: leaving the chains in place (fail-closed) for a restart")
+			break loop
 		}
 	}
 
-	// Shutdown: remove the chains first so no new packet is queued, end
-	// every pending group, let the engine give every held packet its
-	// verdict, then close the queue.
+	// Shutdown: remove the chains first so no new packet is queued (unless
+	// the reader died: then they stay, and new connections fail until the
+	// daemon is restarted), end every pending group, let the engine give
+	// every held packet its verdict, then close the queue.
 	var errs []error
-	if err := nf.Remove(); err != nil {
+	if fatal != nil {
+		log.Error("stopping", "err", fatal)
+		errs = append(errs, fatal)
+	} else if err := nf.Remove(); err != nil {
 		errs = append(errs, fmt.Errorf("remove chains: %w", err))
 	}
 	s.broker.Close()
 	cancel()
 	<-engDone
+	if busDone != nil {
+		<-busDone
+	}
 	if err := q.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close queue: %w", err))
 	}
@@ -237,12 +291,33 @@ func (s *Service) flushHits() {
 func (s *Service) Pending(g pending.Group) {
 	s.log.Info("asking", "pending", g.ID, "agents", g.Agents, "exe", g.Conn.Exe, "uid", g.Conn.UID,
 		"remote", g.Key.Remote, "port", g.Key.Port, "proto", g.Key.Proto)
+	s.srv.ConnectionPending(toPending(g))
 }
 
 // Resolved is told that a pending group ended (pending.Events): its packets
 // get the verdict.
 func (s *Service) Resolved(g pending.Group, v shared.Verdict, pkts []pending.Packet) {
 	s.engine.Resolve(pkts, v)
+	s.srv.PendingResolved(g.ID, v.Action)
+}
+
+// lateQueue passes verdicts to a queue that is opened after the handler
+// that gives them exists; a verdict given before waits for it.
+type lateQueue struct {
+	ready chan struct{}
+	q     *queue.Queue
+}
+
+func newLateQueue() *lateQueue { return &lateQueue{ready: make(chan struct{})} }
+
+func (l *lateQueue) set(q *queue.Queue) {
+	l.q = q
+	close(l.ready)
+}
+
+func (l *lateQueue) Verdict(id uint32, v queue.Verdict) error {
+	<-l.ready
+	return l.q.Verdict(id, v)
 }
 
 // ifNames caches interface names by index; a miss asks the kernel once.

@@ -62,7 +62,7 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("stored %d rule(s) from %s in %s\n", n, *importRules, cfg.Database)
+		fmt.Printf("imported %s into %s: %d rule(s) added or changed\n", *importRules, cfg.Database, n)
 		return
 	}
 
@@ -81,7 +81,7 @@ func main() {
 	}()
 	log.Info("tollgated starting", "version", version, "config", path)
 	stopProfiles := startProfiles(*cpuProfile, *memProfile, log)
-	err = service.Run(ctx, cfg, log, reload)
+	err = service.Run(ctx, service.Options{Config: cfg, Log: log, Reload: reload, Version: version})
 	stopProfiles()
 	if err != nil {
 		fail(err)
