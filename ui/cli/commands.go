@@ -297,6 +297,9 @@ func setupRulesAdd(fs *flag.FlagSet) action {
 		if _, ok := f["action"]; !ok {
 			return &shared.FieldError{Field: "action", Msg: "required (--action allow|deny|reject)"}
 		}
+		if f["lifetime"] == string(shared.LifetimeProcess) {
+			return &shared.FieldError{Field: "lifetime", Msg: "process rules are made by answering a prompt (the daemon ties them to that process); use session, until or forever"}
+		}
 		if _, err := checkRule(f); err != nil {
 			return err
 		}

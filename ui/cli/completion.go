@@ -15,8 +15,8 @@ import (
 // Dynamic values: rule ids and pending ids come from the daemon at
 // completion time (errors are silenced: no daemon, no candidates).
 const (
-	dynRuleIDs    = "$(tollgate rules list -q 2>/dev/null)"
-	dynPendingIDs = "$(tollgate pending -q 2>/dev/null)"
+	dynRuleIDs    = "$(tollgate $bus rules list -q 2>/dev/null)"
+	dynPendingIDs = "$(tollgate $bus pending -q 2>/dev/null)"
 )
 
 // flagValues are the values a flag takes, for completion.
@@ -140,16 +140,25 @@ func writeBash(w io.Writer, zsh bool) error {
 		}
 	}
 	fmt.Fprintf(&b, `_tollgate() {
-    local cur prev i w path="" npos=0
-    cur="${COMP_WORDS[COMP_CWORD]}"
-    prev="${COMP_WORDS[COMP_CWORD-1]}"
+    local cur prev i w path="" npos=0 bus="" words n
+    # Words from the line itself: COMP_WORDS splits at = and :, which
+    # bus addresses and some ids contain.
+    local line="${COMP_LINE:0:COMP_POINT}"
+    read -ra words <<< "$line"
+    [[ -z "$line" || "$line" == *[[:space:]] ]] && words+=("")
+    n=$(( ${#words[@]} - 1 ))
+    cur="${words[n]}"
+    prev=""
+    ((n > 0)) && prev="${words[n-1]}"
     local valueflags=" %s "
-    for ((i=1; i<COMP_CWORD; i++)); do
-        w="${COMP_WORDS[i]}"
+    for ((i=1; i<n; i++)); do
+        w="${words[i]}"
         case "$w" in
+            --bus=*) bus="$w" ;;
+            --bus) bus="--bus=${words[i+1]}" ;;
             -*) ;;
             *)
-                if [[ "$valueflags" == *" ${COMP_WORDS[i-1]} "* && "${COMP_WORDS[i-1]}" == -* ]]; then continue; fi
+                if [[ "$valueflags" == *" ${words[i-1]} "* && "${words[i-1]}" == -* ]]; then continue; fi
                 case "$path" in
 `, dashed(valueFlags))
 	for _, g := range sortedGroups(groups) {
@@ -187,7 +196,15 @@ func writeBash(w io.Writer, zsh bool) error {
 			b.WriteString("            ;;\n")
 		}
 	}
-	b.WriteString("    esac\n}\ncomplete -F _tollgate tollgate\n")
+	b.WriteString(`    esac
+    # bash replaces only the part of the word after its last colon.
+    if [[ "$cur" == *:* && "$COMP_WORDBREAKS" == *:* ]]; then
+        local prefix="${cur%"${cur##*:}"}"
+        for i in "${!COMPREPLY[@]}"; do COMPREPLY[i]="${COMPREPLY[i]#"$prefix"}"; done
+    fi
+}
+complete -F _tollgate tollgate
+`)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -263,7 +280,7 @@ func writeFish(w io.Writer) error {
 		}
 		if len(args) > 0 {
 			a := strings.Join(args, " ")
-			a = strings.ReplaceAll(a, "$(", "(")
+			a = strings.ReplaceAll(strings.ReplaceAll(a, "$(", "("), " $bus", "")
 			fmt.Fprintf(&b, "complete -c tollgate -n '%s' -a '%s'\n", cond, a)
 		}
 		if len(l.args2) > 0 {

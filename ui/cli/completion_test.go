@@ -62,7 +62,7 @@ func TestBashCompletion(t *testing.T) {
 	}
 	// A stand-in tollgate on PATH answers the dynamic id lookups.
 	bin := t.TempDir()
-	stub := "#!/bin/sh\ncase \"$*\" in\n  'rules list -q') echo r1; echo r2 ;;\n  'pending -q') echo 7 ;;\nesac\n"
+	stub := "#!/bin/sh\ncase \"$*\" in\n  'rules list -q') echo r1; echo r2; echo rules.d/a.toml:1; echo rules.d/a.toml:2 ;;\n  '--bus=unix:path=/x rules list -q') echo r9 ;;\n  'pending -q') echo 7 ;;\nesac\n"
 	if err := os.WriteFile(filepath.Join(bin, "tollgate"), []byte(stub), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +73,13 @@ func TestBashCompletion(t *testing.T) {
 		{"tollgate ", []string{"--bus", "--help", "--json", "answer", "completion", "log", "mode", "pending", "prompt", "rules", "status"}},
 		{"tollgate ru", []string{"rules"}},
 		{"tollgate rules ", []string{"add", "disable", "edit", "enable", "export", "import", "list", "rm", "show"}},
-		{"tollgate rules rm ", []string{"r1", "r2"}},
+		{"tollgate rules rm ", []string{"r1", "r2", "rules.d/a.toml:1", "rules.d/a.toml:2"}},
 		{"tollgate --bus unix:path=/x rules e", []string{"edit", "enable", "export"}},
+		{"tollgate --bus unix:path=/x rules show ", []string{"r9"}},
+		{"tollgate rules show --bus=unix:path=/x ", []string{"r9"}},
+		{"tollgate --bus=unix:path=/x rules sh", []string{"show"}},
+		{"tollgate rules show --bus unix:path=/x r", []string{"r9"}},
+		{"tollgate rules show rules.d/a.toml:", []string{"1", "2"}},
 		{"tollgate rules add --proto ", []string{"any", "icmp", "tcp", "udp"}},
 		{"tollgate rules add --exe-", []string{"--exe-sha256"}},
 		{"tollgate answer ", []string{"7"}},
@@ -85,13 +90,10 @@ func TestBashCompletion(t *testing.T) {
 		{"tollgate log --verdict d", []string{"deny"}},
 		{"tollgate completion ", []string{"bash", "fish", "zsh"}},
 	} {
-		words := strings.Split(tc.line, " ")
-		quoted := make([]string, len(words))
-		for i, w := range words {
-			quoted[i] = "'" + w + "'"
-		}
-		prog := "source " + script + "\nCOMP_WORDS=(" + strings.Join(quoted, " ") + ")\nCOMP_CWORD=" +
-			strconv.Itoa(len(words)-1) + "\n_tollgate\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n"
+		// As bash sets them: the line, the cursor at its end, and words
+		// split at COMP_WORDBREAKS (which the script does not trust).
+		prog := "source " + script + "\nCOMP_LINE='" + tc.line + "'\nCOMP_POINT=" + strconv.Itoa(len(tc.line)) +
+			"\nCOMP_WORDS=(" + tc.line + ")\nCOMP_CWORD=${#COMP_WORDS[@]}\n_tollgate\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n"
 		cmd := exec.Command(bash, "--noprofile", "--norc", "-c", prog)
 		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
