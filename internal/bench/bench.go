@@ -85,6 +85,7 @@ type caseSpec struct {
 	config   string // extra TOML for the daemon
 	rules    string // a rules.d file for the daemon
 	idle     int
+	logLevel string // daemon log_level; "": Options.KeepLevel
 	dir      string
 }
 
@@ -121,8 +122,10 @@ type Case struct {
 type Memory struct {
 	Rules          int     `json:"rules"`
 	ImportSeconds  float64 `json:"import_seconds"`
-	StartupSeconds float64 `json:"startup_seconds"` // exec to the first queued packet decided
-	RSSIdleMB      float64 `json:"rss_idle_mb"`     // idle, with Rules rules in force
+	StartupSeconds float64 `json:"startup_seconds"`  // exec to the first queued packet decided
+	RSSIdleMB      float64 `json:"rss_idle_mb"`      // idle, with Rules rules in force
+	RSSIdleAnonMB  float64 `json:"rss_idle_anon_mb"` // of which anonymous (heap, stacks)
+	RSSIdleFileMB  float64 `json:"rss_idle_file_mb"` // and file-backed (binary, database mmap)
 	RSSAfterMB     float64 `json:"rss_after_load_mb"`
 	IdleCPUSeconds float64 `json:"idle_cpu_seconds"`
 	IdleFor        float64 `json:"idle_for_seconds"`
@@ -319,6 +322,10 @@ func (e *env) cases() ([]caseSpec, error) {
 		{ID: "5", Name: "tollgated, no rules, default allow", kind: kindDaemon, config: `default_action = "allow"`},
 		{ID: "6", Name: "tollgated, monitor mode (default deny)", kind: kindDaemon, config: "default_action = \"deny\"\nmode = \"monitor\""},
 	}
+	if e.o.KeepLevel != "info" {
+		cs = append(cs, caseSpec{ID: "3l", Name: "case 3 with log_level = \"info\" (a line per decision)",
+			kind: kindDaemon, config: `default_action = "deny"`, rules: allow, logLevel: "info"})
+	}
 	if e.o.Idle > 0 {
 		cs = append(cs, caseSpec{ID: "3i", Name: fmt.Sprintf("case 3 + %d idle established conns", e.o.Idle),
 			kind: kindDaemon, config: `default_action = "deny"`, rules: allow, idle: e.o.Idle})
@@ -329,7 +336,7 @@ func (e *env) cases() ([]caseSpec, error) {
 			continue
 		}
 		c.dir = filepath.Join(e.dir, "case-"+c.ID)
-		if err := e.daemonDir(c.dir, c.config, c.rules); err != nil {
+		if err := e.daemonDir(c.dir, c.config, c.rules, c.logLevel); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +344,10 @@ func (e *env) cases() ([]caseSpec, error) {
 }
 
 // daemonDir writes a daemon's config.toml and rules.d into dir.
-func (e *env) daemonDir(dir, extra, rules string) error {
+func (e *env) daemonDir(dir, extra, rules, level string) error {
+	if level == "" {
+		level = e.o.KeepLevel
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "rules.d"), 0o755); err != nil {
 		return err
 	}
@@ -349,7 +359,7 @@ log_level = %q
 queue_num = %d
 proc_events_netns = "/proc/1/ns/net"
 %s
-`, filepath.Join(dir, "tollgate.db"), filepath.Join(dir, "rules.d"), e.o.KeepLevel, e.o.QueueNum, extra)
+`, filepath.Join(dir, "tollgate.db"), filepath.Join(dir, "rules.d"), level, e.o.QueueNum, extra)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -609,7 +619,7 @@ func (e *env) memory() (*Memory, error) {
 	m := &Memory{Rules: e.o.BigRules}
 	dir := filepath.Join(e.dir, "memory")
 	allow := fmt.Sprintf("[[rule]]\nname = \"load\"\naction = \"allow\"\nexe = %q\nproto = \"tcp\"\nport = %d\n", e.loadExe, portLoad)
-	if err := e.daemonDir(dir, `default_action = "reject"`, allow); err != nil {
+	if err := e.daemonDir(dir, `default_action = "reject"`, allow, ""); err != nil {
 		return nil, err
 	}
 	big := filepath.Join(dir, "big.toml")
@@ -636,8 +646,13 @@ func (e *env) memory() (*Memory, error) {
 	if first.exited() {
 		return nil, fmt.Errorf("start-up prober exited before the daemon started: %v: %s", first.err, first.out)
 	}
+	args := []string{"netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(dir, "config.toml")}
+	if e.o.ProfileDir != "" {
+		args = append(args, "-cpuprofile", filepath.Join(e.o.ProfileDir, "memory.cpu.pprof"),
+			"-memprofile", filepath.Join(e.o.ProfileDir, "memory.heap.pprof"))
+	}
 	start := time.Now()
-	d, err := startProc("ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(dir, "config.toml"))
+	d, err := startProc("ip", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -678,6 +693,12 @@ func (e *env) memory() (*Memory, error) {
 	if m.RSSIdleMB, err = rssMB(d.pid()); err != nil {
 		return nil, err
 	}
+	if m.RSSIdleAnonMB, err = statusMB(d.pid(), "RssAnon"); err != nil {
+		return nil, err
+	}
+	if m.RSSIdleFileMB, err = statusMB(d.pid(), "RssFile"); err != nil {
+		return nil, err
+	}
 	lr, err := e.load(e.o.Conns, portLoad)
 	if err != nil {
 		return nil, err
@@ -706,7 +727,7 @@ type churnResult struct {
 // connecting once, and checks the daemon's log for who it said they were.
 func (e *env) churn() (*Churn, error) {
 	dir := filepath.Join(e.dir, "churn")
-	if err := e.daemonDir(dir, fmt.Sprintf("default_action = \"allow\"\nlog_max_entries = %d", e.o.ChurnN+10000), ""); err != nil {
+	if err := e.daemonDir(dir, fmt.Sprintf("default_action = \"allow\"\nlog_max_entries = %d", e.o.ChurnN+10000), "", ""); err != nil {
 		return nil, err
 	}
 	var exes []string

@@ -102,8 +102,8 @@ func TestIntegrationQuick(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, progress.String())
 	}
-	if len(res.Cases) != 7 {
-		t.Fatalf("got %d cases, want 7", len(res.Cases))
+	if len(res.Cases) != 8 {
+		t.Fatalf("got %d cases, want 8", len(res.Cases))
 	}
 	for _, c := range res.Cases {
 		if len(c.Rounds) != o.Rounds {

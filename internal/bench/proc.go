@@ -109,21 +109,25 @@ func cpuTicks(pid int) (uint64, error) {
 }
 
 // rssMB returns the process's resident set size in MiB.
-func rssMB(pid int) (float64, error) {
+func rssMB(pid int) (float64, error) { return statusMB(pid, "VmRSS") }
+
+// statusMB returns a "kB" field of /proc/PID/status (VmRSS, RssAnon,
+// RssFile...) in MiB.
+func statusMB(pid int, field string) (float64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read rss: %w", err)
+		return 0, fmt.Errorf("read %s: %w", field, err)
 	}
 	for _, l := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(l, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {
-				return 0, fmt.Errorf("read rss of %d: %q", pid, l)
+				return 0, fmt.Errorf("read %s of %d: %q", field, pid, l)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("read rss of %d: no VmRSS", pid)
+	return 0, fmt.Errorf("read %s of %d: not in status", field, pid)
 }
 
 // runJSON runs a command to completion and decodes the last line of its

@@ -31,7 +31,7 @@ func (r *Results) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| storing %d rules (`tollgated --import-rules`) | %.2f s |\n", m.Rules, m.ImportSeconds)
 		fmt.Fprintf(w, "| start-up, exec to first queued packet decided, %d rules | %.3f s |\n", m.Rules, m.StartupSeconds)
-		fmt.Fprintf(w, "| RSS idle, %d rules | %.1f MB |\n", m.Rules, m.RSSIdleMB)
+		fmt.Fprintf(w, "| RSS idle, %d rules | %.1f MB (anonymous %.1f, file %.1f) |\n", m.Rules, m.RSSIdleMB, m.RSSIdleAnonMB, m.RSSIdleFileMB)
 		fmt.Fprintf(w, "| RSS after %d connections, %d rules | %.1f MB |\n", m.LoadConns, m.Rules, m.RSSAfterMB)
 		fmt.Fprintf(w, "| idle CPU over %.0f s, %d rules | %.2f s |\n", m.IdleFor, m.Rules, m.IdleCPUSeconds)
 		fmt.Fprintf(w, "| load with %d rules | %.0f conn/s, %d errors |\n", m.Rules, m.LoadPerSec, m.LoadErrors)
