@@ -166,9 +166,11 @@ func (e *env) writeConfig(extra string) string {
 	if busAddr == "" {
 		busAddr = "unix:path=" + filepath.Join(e.dir, "no-bus")
 	}
+	if !strings.Contains(extra, "prompt_timeout") {
+		extra += "\nprompt_timeout = \"2s\""
+	}
 	cfg := fmt.Sprintf(`database = %q
 rules_dir = %q
-prompt_timeout = "2s"
 log_level = "info"
 database_lock_timeout = "2s"
 bus_address = %q
