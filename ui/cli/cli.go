@@ -148,6 +148,10 @@ func classify(err error) (int, string) {
 		return false
 	}
 	errors.As(err, &de)
+	if de != nil {
+		// Say the daemon's own words once, after what was being done.
+		err = &detailError{msg: daemonDetail(err, de), err: err}
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted, "interrupted"
@@ -172,6 +176,41 @@ func classify(err error) (int, string) {
 			" (is dbus running? --bus ADDRESS or " + BusEnv + " pick another bus)"
 	}
 	return ExitError, err.Error()
+}
+
+// detailError replaces an error's text, keeping its chain for errors.Is.
+type detailError struct {
+	msg string
+	err error
+}
+
+func (e *detailError) Error() string { return e.msg }
+func (e *detailError) Unwrap() error { return e.err }
+
+// daemonDetail is err's text with the daemon's message said once: what the
+// CLI was doing, then the message without the client's method prefix
+// ("SetMode: ") or a repeated error kind ("not authorized: ").
+func daemonDetail(err error, de *dbus.Error) string {
+	full, msg := err.Error(), de.Error()
+	i := strings.LastIndex(full, msg)
+	if i < 0 {
+		return full
+	}
+	prefix := strings.TrimSuffix(full[:i], ": ")
+	last := prefix
+	if j := strings.LastIndex(prefix, ": "); j >= 0 {
+		last = prefix[j+2:]
+	}
+	if last != "" && !strings.ContainsAny(last, " :") && last[0] >= 'A' && last[0] <= 'Z' {
+		prefix = strings.TrimSuffix(strings.TrimSuffix(prefix, last), ": ")
+	}
+	for _, kind := range []error{dbus.ErrInvalidArgument, dbus.ErrNotAuthorized, dbus.ErrNotFound, dbus.ErrBusy} {
+		msg = strings.TrimPrefix(msg, kind.Error()+": ")
+	}
+	if prefix == "" {
+		return msg
+	}
+	return prefix + ": " + msg
 }
 
 // invocation is one parsed command line.

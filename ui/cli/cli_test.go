@@ -480,11 +480,14 @@ func TestExitCodes(t *testing.T) {
 		msg  string
 	}{
 		{dbusErr(dbus.ErrorNotAuthorized, "denied"), ExitNotAuthorized, "admin rights"},
+		{dbusErr(dbus.ErrorNotAuthorized, "not authorized: changing the mode needs root"), ExitNotAuthorized,
+			"tollgate: not authorized: get status: changing the mode needs root\n"},
 		{&dbus.Error{Name: "org.freedesktop.DBus.Error.AccessDenied", Message: "policy"}, ExitNotAuthorized, "sudo"},
 		{dbusErr(dbus.ErrorNotFound, "no rule"), ExitNotFound, "not found"},
 		{dbusErr(dbus.ErrorBusy, "slow down"), ExitBusy, "try again"},
 		{dbusErr(dbus.ErrorInvalidArgument, `field "port": bad`), ExitUsage, `field "port"`},
 		{&dbus.Error{Name: "org.freedesktop.DBus.Error.ServiceUnknown", Message: "The name is not activatable"}, ExitUnreachable, "sudo systemctl start tollgated"},
+		{dbusErr(dbus.ErrorNotFound, "not found: rule \"x\""), ExitNotFound, "tollgate: not found: get status: rule \"x\" ("},
 		{errors.New("something odd"), ExitError, "something odd"},
 	} {
 		h := newHarness()

@@ -320,6 +320,8 @@ func TestIntegrationCommands(t *testing.T) {
 	}
 	if code, out := w.cli(nobody, "mode", "monitor"); code != ExitNotAuthorized || !strings.Contains(out, "sudo") {
 		t.Errorf("mode monitor as nobody: exit %d\n%s", code, out)
+	} else {
+		t.Logf("mode monitor as nobody says:\n%s", out)
 	}
 	if code, out := w.cli(nobody, "rules", "rm", id); code != ExitNotAuthorized {
 		t.Errorf("rm a system rule as nobody: exit %d\n%s", code, out)
