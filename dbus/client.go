@@ -242,6 +242,28 @@ func (c *Client) RecentConnections(ctx context.Context, f shared.LogFilter) ([]s
 	return out, nil
 }
 
+// Explain asks which rules match connection c and which one decides.
+func (c *Client) Explain(ctx context.Context, conn shared.Connection) (shared.Explanation, error) {
+	var text string
+	var raw []map[string]godbus.Variant
+	if err := c.call(ctx, MethodExplain, []any{&text, &raw}, Variants(conn.Fields())); err != nil {
+		return shared.Explanation{}, err
+	}
+	fs, err := FieldsList(raw)
+	if err != nil {
+		return shared.Explanation{}, fmt.Errorf("Explain: %w", err)
+	}
+	ex := shared.Explanation{Text: text}
+	for i, f := range fs {
+		cand, err := shared.CandidateFromFields(f)
+		if err != nil {
+			return shared.Explanation{}, fmt.Errorf("Explain: candidate %d: %w", i, err)
+		}
+		ex.Candidates = append(ex.Candidates, cand)
+	}
+	return ex, nil
+}
+
 // writableFields are r's fields without the bookkeeping the daemon keeps.
 func writableFields(r shared.Rule) map[string]any {
 	f := r.Fields()

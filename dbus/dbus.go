@@ -42,6 +42,7 @@ const (
 	MethodListPending       = "ListPending"
 	MethodAnswer            = "Answer"
 	MethodRecentConnections = "RecentConnections"
+	MethodExplain           = "Explain"
 
 	SignalConnectionPending = "ConnectionPending"
 	SignalPendingResolved   = "PendingResolved"

@@ -86,7 +86,7 @@ func TestXMLNamesTheConstants(t *testing.T) {
 	if n.Interfaces[0].Name != Interface {
 		t.Fatalf("first interface %s", n.Interfaces[0].Name)
 	}
-	if len(n.Interfaces[0].Methods) != 13 || len(n.Interfaces[0].Signals) != 4 {
+	if len(n.Interfaces[0].Methods) != 14 || len(n.Interfaces[0].Signals) != 4 {
 		t.Fatalf("%d methods, %d signals", len(n.Interfaces[0].Methods), len(n.Interfaces[0].Signals))
 	}
 }

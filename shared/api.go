@@ -546,3 +546,61 @@ func sortedKeys(f map[string]any) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// Explanation says which rules match a connection and which one decides:
+// what `tollgate rules explain` shows.
+type Explanation struct {
+	Text       string      // the deciding rule and why, or why the default applies
+	Candidates []Candidate // every matching rule, in precedence order: the first decides
+}
+
+// Candidate is one matching rule of an Explanation.
+type Candidate struct {
+	Rule        Rule
+	Specificity int
+	HostMatched string // the connection's name a host rule matched
+	LostBy      string // how the candidate before it won ("" for the first)
+}
+
+// Fields encodes c: rule (nested field map), int32 specificity, string
+// host_matched lost_by.
+func (c Candidate) Fields() map[string]any {
+	f := map[string]any{"rule": c.Rule.Fields(), "specificity": int32(min(max(c.Specificity, math.MinInt32), math.MaxInt32))}
+	if c.HostMatched != "" {
+		f["host_matched"] = c.HostMatched
+	}
+	if c.LostBy != "" {
+		f["lost_by"] = c.LostBy
+	}
+	return f
+}
+
+// CandidateFromFields decodes what Candidate.Fields makes; unknown fields
+// are ignored.
+func CandidateFromFields(f map[string]any) (Candidate, error) {
+	var c Candidate
+	var err error
+	for _, k := range sortedKeys(f) {
+		v := f[k]
+		switch k {
+		case "rule":
+			m, ok := v.(map[string]any)
+			if !ok {
+				return Candidate{}, typeErr(k, "a field map", v)
+			}
+			c.Rule, err = RuleFromFields(m)
+		case "specificity":
+			var n int64
+			n, err = asInt(k, v, math.MinInt32, math.MaxInt32)
+			c.Specificity = int(n)
+		case "host_matched":
+			c.HostMatched, err = asString(k, v)
+		case "lost_by":
+			c.LostBy, err = asString(k, v)
+		}
+		if err != nil {
+			return Candidate{}, err
+		}
+	}
+	return c, nil
+}

@@ -90,6 +90,9 @@ type Backend interface {
 	// RecentConnections returns log entries, newest first, matching f (for
 	// non-admins f.UID is always the caller's uid; the bus layer filters too).
 	RecentConnections(ctx context.Context, c Caller, f shared.LogFilter) ([]shared.LogEntry, error)
+	// Explain says which rules match conn and which decides (for
+	// non-admins conn.UID is always the caller's uid).
+	Explain(ctx context.Context, c Caller, conn shared.Connection) (shared.Explanation, error)
 }
 
 // Defaults for Options.

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -175,6 +176,20 @@ func (b *fakeBackend) RecentConnections(ctx context.Context, c Caller, f shared.
 	defer b.mu.Unlock()
 	// Deliberately unfiltered: the bus layer must filter by uid itself.
 	return slices.Clone(b.log), nil
+}
+
+// Explain answers with every rule whose owner could apply to conn, with
+// the uid it was asked about in the text: the bus layer must have forced
+// it to the caller's for non-admins, and must hide other users' rules.
+func (b *fakeBackend) Explain(ctx context.Context, c Caller, conn shared.Connection) (shared.Explanation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ex := shared.Explanation{Text: fmt.Sprintf("uid %d", conn.UID)}
+	ids := slices.Sorted(maps.Keys(b.rules))
+	for _, id := range ids {
+		ex.Candidates = append(ex.Candidates, shared.Candidate{Rule: b.rules[id]})
+	}
+	return ex, nil
 }
 
 func (b *fakeBackend) snapshot() (map[string]shared.Rule, string, int, int) {

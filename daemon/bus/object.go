@@ -466,3 +466,35 @@ func (o *object) RecentConnections(sender godbus.Sender, raw fieldMap) (fieldMap
 	}
 	return out, c.end(nil)
 }
+
+// Explain says which rules match a connection and which one decides. A
+// caller other than root asks about a connection of its own uid: rules of
+// other users never match it, so it learns nothing of theirs.
+func (o *object) Explain(sender godbus.Sender, raw fieldMap) (string, fieldMaps, *godbus.Error) {
+	c, err := o.s.begin(sender, dbus.MethodExplain)
+	if err != nil {
+		return "", nil, dbus.ToDBusError(err)
+	}
+	ff, err := dbus.Fields(raw)
+	if err != nil {
+		return "", nil, c.end(fmt.Errorf("connection: %w", err))
+	}
+	conn, err := shared.ConnectionFromFields(ff)
+	if err != nil {
+		return "", nil, c.end(invalid("connection: %v", err))
+	}
+	if !c.caller.Admin {
+		conn.UID = int64(c.caller.UID)
+	}
+	ex, err := o.s.backend.Explain(c.ctx, c.caller, conn)
+	if err != nil {
+		return "", nil, c.end(err)
+	}
+	out := make(fieldMaps, 0, len(ex.Candidates))
+	for _, cand := range ex.Candidates {
+		if visibleRule(c.caller, cand.Rule) {
+			out = append(out, dbus.Variants(cand.Fields()))
+		}
+	}
+	return ex.Text, out, c.end(nil)
+}

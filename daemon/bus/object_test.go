@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -79,7 +80,7 @@ func TestObjectMatchesXML(t *testing.T) {
 	for _, c := range []string{dbus.MethodGetStatus, dbus.MethodSetMode, dbus.MethodListRules, dbus.MethodAddRule,
 		dbus.MethodUpdateRule, dbus.MethodDeleteRule, dbus.MethodExportRules, dbus.MethodImportRules,
 		dbus.MethodRegisterAgent, dbus.MethodUnregisterAgent, dbus.MethodListPending, dbus.MethodAnswer,
-		dbus.MethodRecentConnections, dbus.SignalConnectionPending, dbus.SignalPendingResolved,
+		dbus.MethodRecentConnections, dbus.MethodExplain, dbus.SignalConnectionPending, dbus.SignalPendingResolved,
 		dbus.SignalRulesChanged, dbus.SignalStatusChanged} {
 		if !members[c] {
 			t.Errorf("constant %s is not in the XML", c)
@@ -297,4 +298,50 @@ func TestUnitNoBusIsBusy(t *testing.T) {
 		t.Fatalf("no bus: sent to %d, connected %v", n, s.Connected())
 	}
 	s.RulesChanged() // no bus: nothing to do, no panic
+}
+
+func TestExplainAsksAboutTheCallersOwnConnectionsOnly(t *testing.T) {
+	p := &fakePeer{uids: map[string]uint32{":1.root": 0, ":1.a": uidA, ":1.b": uidB}}
+	_, be, o := unitServer(t, p, Options{})
+	be.put(shared.Rule{ID: "a-rule", Action: shared.ActionAllow, Owner: uidA, Enabled: true, Match: shared.Match{Exe: "/usr/bin/curl"}})
+	be.put(shared.Rule{ID: "sys", Action: shared.ActionDeny, Owner: shared.OwnerSystem, Enabled: true})
+	conn := dbus.Variants(shared.Connection{UID: uidB, Exe: "/usr/bin/curl", Proto: shared.ProtoTCP, RemotePort: 443}.Fields())
+
+	text, cands, e := o.Explain(":1.a", conn)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if text != fmt.Sprintf("uid %d", uidA) {
+		t.Errorf("A asked about uid %s, want its own uid %d", text, uidA)
+	}
+	ids := map[string]bool{}
+	for _, f := range cands {
+		ff, err := dbus.Fields(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := shared.CandidateFromFields(ff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[c.Rule.ID] = true
+	}
+	if !ids["a-rule"] || !ids["sys"] {
+		t.Errorf("A's explanation lacks its own or the system rule: %v", ids)
+	}
+	if _, cands, _ = o.Explain(":1.b", conn); len(cands) == 0 {
+		t.Fatal("B got no candidates")
+	}
+	for _, f := range cands {
+		ff, _ := dbus.Fields(f)
+		if c, _ := shared.CandidateFromFields(ff); c.Rule.ID == "a-rule" {
+			t.Error("B's explanation shows A's rule")
+		}
+	}
+	if text, _, _ := o.Explain(":1.root", conn); text != fmt.Sprintf("uid %d", uidB) {
+		t.Errorf("root's question was changed: %s", text)
+	}
+	if _, _, e := o.Explain(":1.a", map[string]godbus.Variant{"uid": godbus.MakeVariant("x")}); errNameOf(e) != dbus.ErrorInvalidArgument {
+		t.Errorf("malformed connection: %v", e)
+	}
 }

@@ -117,6 +117,17 @@ func TestIntegrationAgentAnswersHeldConnections(t *testing.T) {
 	if !made {
 		t.Errorf("no forever rule for the answer among %+v", rules)
 	}
+	ex, err := ag.c.Explain(ctx, shared.Connection{Exe: probe, Proto: shared.ProtoTCP, Direction: shared.DirectionOut,
+		RemoteIP: e.pair.ServerIP4, RemotePort: portA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.Candidates) == 0 || ex.Candidates[0].Rule.Match.Exe != probe || !strings.Contains(ex.Text, ex.Candidates[0].Rule.ID) {
+		t.Errorf("explain names no deciding rule: %+v", ex)
+	}
+	if ex, err = ag.c.Explain(ctx, shared.Connection{Exe: probe, Proto: shared.ProtoTCP, RemoteIP: e.pair.ServerIP4, RemotePort: portB}); err != nil || len(ex.Candidates) != 0 || !strings.Contains(ex.Text, "no rule") {
+		t.Errorf("explain of an uncovered connection: %+v %v", ex, err)
+	}
 
 	// 2. Reject once: only that attempt fails, and no rule is made.
 	done = e.connectAsync(-1, probe, "tcp", e.srv4(portB), "-timeout", "20s")

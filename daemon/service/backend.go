@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/tollgate-fw/tollgate/daemon/pending"
 	"github.com/tollgate-fw/tollgate/daemon/queue"
 	"github.com/tollgate-fw/tollgate/daemon/rulebook"
+	"github.com/tollgate-fw/tollgate/daemon/rules"
 	"github.com/tollgate-fw/tollgate/daemon/rulesdir"
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/dbus"
@@ -386,4 +389,36 @@ func (s *Service) RecentConnections(ctx context.Context, c bus.Caller, f shared.
 		}
 	}
 	return out, nil
+}
+
+// explainPID stands for the process of a connection asked about by
+// Explain with an executable but no pid: no real pid is ever this large.
+const explainPID = math.MaxInt32
+
+// Explain says which rules match a (possibly hypothetical) connection and
+// which one decides, as the engine would decide it now.
+func (s *Service) Explain(ctx context.Context, c bus.Caller, conn shared.Connection) (shared.Explanation, error) {
+	if conn.PID == 0 && (conn.Exe != "" || conn.ExeSHA256 != "" || conn.Unit != "") {
+		conn.PID = explainPID // a process with these facts
+		conn.Attribution = shared.AttributedProcess
+	}
+	if conn.Direction == "" {
+		conn.Direction = shared.DirectionOut
+	}
+	set := s.engine.Rules()
+	now := time.Now()
+	d := set.Decide(&conn, now)
+	ex := shared.Explanation{Text: d.Explanation}
+	if d.Rule == nil {
+		ex.Text = fmt.Sprintf("no rule matches: the user's agent would be asked, else the default action %s applies", s.cfg.DefaultAction)
+	}
+	for _, cand := range set.Explain(&conn, now) {
+		lost := ""
+		if cand.LostBy != rules.ByNothing {
+			lost = cand.LostBy.String()
+		}
+		ex.Candidates = append(ex.Candidates, shared.Candidate{Rule: *cand.Rule, Specificity: cand.Specificity,
+			HostMatched: cand.HostMatched, LostBy: lost})
+	}
+	return ex, nil
 }
