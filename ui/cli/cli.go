@@ -39,6 +39,7 @@ type Client interface {
 	ListPending(ctx context.Context) ([]shared.Pending, error)
 	Answer(ctx context.Context, a shared.Answer) error
 	RecentConnections(ctx context.Context, f shared.LogFilter) ([]shared.LogEntry, error)
+	Explain(ctx context.Context, conn shared.Connection) (shared.Explanation, error)
 	Signals(ctx context.Context) (<-chan dbus.Signal, error)
 	Close() error
 }

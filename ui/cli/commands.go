@@ -33,6 +33,7 @@ func commands() []*command {
 			{name: "rm", args: "ID", summary: "delete a rule", setup: setupRulesRm},
 			{name: "enable", args: "ID", summary: "enable a rule", setup: setupRulesEnable(true)},
 			{name: "disable", args: "ID", summary: "disable a rule", setup: setupRulesEnable(false)},
+			{name: "explain", args: "[LOG-ID] [--exe PATH] [--host NAME] [--ip ADDR] [--port N] [--proto P] [--uid N]...", summary: "say which rules match a connection (described, or from the log) and which decides", setup: setupRulesExplain},
 			{name: "export", args: "[FILE]", summary: "write your forever rules as a TOML rules file (stdout without FILE)", setup: setupRulesExport},
 			{name: "import", args: "FILE|-", summary: "store the rules of a TOML rules file as system rules (admin; idempotent)", setup: setupRulesImport},
 		}},
@@ -492,6 +493,9 @@ func remote(c shared.Connection) string {
 		s := c.Hosts[0]
 		if c.RemotePort != 0 {
 			s += ":" + strconv.Itoa(int(c.RemotePort))
+		}
+		if !c.RemoteIP.IsValid() {
+			return s
 		}
 		return s + " (" + ip + ")"
 	}

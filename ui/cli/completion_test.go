@@ -72,9 +72,9 @@ func TestBashCompletion(t *testing.T) {
 	}{
 		{"tollgate ", []string{"--bus", "--help", "--json", "answer", "completion", "log", "mode", "pending", "prompt", "rules", "status"}},
 		{"tollgate ru", []string{"rules"}},
-		{"tollgate rules ", []string{"add", "disable", "edit", "enable", "export", "import", "list", "rm", "show"}},
+		{"tollgate rules ", []string{"add", "disable", "edit", "enable", "explain", "export", "import", "list", "rm", "show"}},
 		{"tollgate rules rm ", []string{"r1", "r2", "rules.d/a.toml:1", "rules.d/a.toml:2"}},
-		{"tollgate --bus unix:path=/x rules e", []string{"edit", "enable", "export"}},
+		{"tollgate --bus unix:path=/x rules e", []string{"edit", "enable", "explain", "export"}},
 		{"tollgate --bus unix:path=/x rules show ", []string{"r9"}},
 		{"tollgate rules show --bus=unix:path=/x ", []string{"r9"}},
 		{"tollgate --bus=unix:path=/x rules sh", []string{"show"}},

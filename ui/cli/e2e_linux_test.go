@@ -311,6 +311,13 @@ func TestIntegrationCommands(t *testing.T) {
 	if show["port"] != "8443" || show["note"] != "edited" || show["enabled"] != false || show["host"] != "example.org" {
 		t.Errorf("after edit and disable: %v", show)
 	}
+	w.mustCLI(ExitOK, "rules", "enable", id)
+	ex := decodeJSON[map[string]any](t, w.mustCLI(ExitOK, "rules", "explain", "--json", "--exe", "/usr/bin/curl",
+		"--host", "example.org", "--ip", "192.0.2.1", "--port", "8443"))
+	if cands, _ := ex["candidates"].([]any); len(cands) == 0 || !strings.Contains(fmt.Sprint(cands[0]), id) {
+		t.Errorf("rules explain: %v", ex)
+	}
+	t.Logf("rules explain says:\n%s", w.mustCLI(ExitOK, "rules", "explain", "--exe", "/usr/bin/curl", "--host", "example.org", "--port", "8443"))
 	w.mustCLI(ExitUsage, "rules", "add", "--action", "allow", "--port", "70000")
 	w.mustCLI(ExitNotFound, "rules", "rm", "no-such-rule")
 

@@ -27,6 +27,7 @@ type fakeDaemon struct {
 	answers       []shared.Answer
 	agent         bool
 	registrations int
+	explained     []shared.Connection
 	imported      []string
 	export        string
 	logCalls      int
@@ -251,6 +252,47 @@ func (f *fakeDaemon) calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.logCalls
+}
+
+// Explain matches the fake's rules with shared's matcher rules: a rule
+// matches when its exe, host and port (as far as given) fit; candidates
+// come most specific first.
+func (f *fakeDaemon) Explain(ctx context.Context, c shared.Connection) (shared.Explanation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.explained = append(f.explained, c)
+	if err := f.check(false); err != nil {
+		return shared.Explanation{}, err
+	}
+	var ex shared.Explanation
+	for _, r := range f.rules {
+		m := r.Match
+		if (m.Exe != "" && !shared.GlobMatch(m.Exe, c.Exe)) || (!m.Port.IsAny() && !m.Port.Contains(c.RemotePort)) {
+			continue
+		}
+		host := ""
+		if m.Host != "" {
+			for _, h := range c.Hosts {
+				if shared.HostMatches(m.Host, h) {
+					host = h
+				}
+			}
+			if host == "" {
+				continue
+			}
+		}
+		ex.Candidates = append(ex.Candidates, shared.Candidate{Rule: r, Specificity: m.Specificity(), HostMatched: host})
+	}
+	slices.SortStableFunc(ex.Candidates, func(a, b shared.Candidate) int { return b.Specificity - a.Specificity })
+	for i := 1; i < len(ex.Candidates); i++ {
+		ex.Candidates[i].LostBy = "less specific"
+	}
+	if len(ex.Candidates) == 0 {
+		ex.Text = "no rule matches: the default action (deny) applies"
+	} else {
+		ex.Text = "rule " + ex.Candidates[0].Rule.ID + " decides: most specific"
+	}
+	return ex, nil
 }
 
 func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
