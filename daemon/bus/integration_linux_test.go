@@ -1,27 +1,24 @@
 package bus
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -33,17 +30,6 @@ const (
 	uidB = 33    // www-data
 	uidC = 34    // backup
 )
-
-// repoFile is a file of the repository, found from this source file.
-func repoFile(t testing.TB, rel string) string {
-	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(here), "..", "..", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("repository file %s: %v", rel, err)
-	}
-	return p
-}
 
 // testEnv is a directory every uid can read, holding the bus socket and a
 // copy of the test binary the helpers run as.
@@ -91,86 +77,11 @@ func newTestEnv(t testing.TB) *testEnv {
 	return &testEnv{dir: dir, sock: sock, addr: "unix:path=" + sock, binary: bin}
 }
 
-// busConfig is a system-bus-like configuration: the system bus's default
-// policy, the packaged Tollgate policy included as is, and a stand-in
-// polkit that root may own.
-func (e *testEnv) busConfig(t testing.TB) string {
-	policy := repoFile(t, "packaging/dbus/org.tollgate.Firewall1.conf")
-	cfg := `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=` + e.sock + `</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-  </policy>
-  <!-- The test's stand-in for polkit (polkit ships the same rules). -->
-  <policy user="root">
-    <allow own="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <policy context="default">
-    <allow send_destination="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <include>` + policy + `</include>
-</busconfig>
-`
-	p := filepath.Join(e.dir, "bus.conf")
-	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-type busDaemon struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startBus starts a private dbus-daemon and waits until it listens.
-func (e *testEnv) startBus(t testing.TB) *busDaemon {
+// startBus starts a private, system-like dbus-daemon on e.sock with the
+// packaged policy and a stand-in polkit that root may own.
+func (e *testEnv) startBus(t testing.TB) *bustest.Bus {
 	t.Helper()
-	cmd := exec.Command("dbus-daemon", "--config-file="+e.busConfig(t), "--nofork", "--print-address")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = testWriter{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	b := &busDaemon{cmd: cmd, done: make(chan struct{})}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		t.Fatalf("dbus-daemon printed no address: %v", err)
-	}
-	go func() { io.Copy(io.Discard, out); cmd.Wait(); close(b.done) }()
-	t.Logf("private bus at %s", strings.TrimSpace(line))
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *busDaemon) stop() {
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	b.cmd.Process.Signal(syscall.SIGTERM)
-	<-b.done
+	return bustest.StartIn(t, e.dir, true)
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -797,7 +708,7 @@ func TestIntegrationKeepsServingAcrossBusRestarts(t *testing.T) {
 	waitFor(t, "the agent", func() bool { return be.agentCount() == 1 })
 
 	// The bus dies: the server notices, forgets the agents, and comes back.
-	bus.stop()
+	bus.Stop()
 	waitFor(t, "the server to notice the bus is gone", func() bool { return !s.Connected() })
 	if n := be.agentCount(); n != 0 {
 		t.Fatalf("%d agents still known after the bus died", n)

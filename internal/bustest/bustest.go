@@ -6,7 +6,6 @@ package bustest
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -72,13 +71,10 @@ func Config(t testing.TB, sock string, withPolkit bool) string {
 `
 }
 
-// Start starts a private bus (stopped at cleanup). It needs the dbus-daemon
-// binary (make deps installs it).
+// Start starts a private bus in a directory of its own (stopped at
+// cleanup). It needs the dbus-daemon binary (make deps installs it).
 func Start(t testing.TB, withPolkit bool) *Bus {
 	t.Helper()
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Fatalf("dbus-daemon is needed (make deps): %v", err)
-	}
 	dir, err := os.MkdirTemp("", "tollgate-bus-")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +82,16 @@ func Start(t testing.TB, withPolkit bool) *Bus {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	return StartIn(t, dir, withPolkit)
+}
+
+// StartIn starts a private bus on dir/bus.sock (stopped at cleanup): a
+// test that stops a bus can start another at the same address.
+func StartIn(t testing.TB, dir string, withPolkit bool) *Bus {
+	t.Helper()
+	if _, err := exec.LookPath("dbus-daemon"); err != nil {
+		t.Fatalf("dbus-daemon is needed (make deps): %v", err)
 	}
 	sock := filepath.Join(dir, "bus.sock")
 	conf := filepath.Join(dir, "bus.conf")
@@ -127,6 +133,3 @@ func (b *Bus) Stop() {
 	b.cmd.Process.Signal(syscall.SIGTERM)
 	<-b.done
 }
-
-// String is the bus's address.
-func (b *Bus) String() string { return fmt.Sprint(b.Addr) }
