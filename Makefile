@@ -53,7 +53,7 @@ fuzz: deps
 # bench/results.json. BENCH_QUICK=1: a fast smoke run of both.
 bench: build bench-go
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./internal/cmd/tgbench ./internal/cmd/tgload ./internal/cmd/tgbare
-	$(BIN)/tgbench -bin $(BIN) -out bench/results.json
+	$(BIN)/tgbench -bin $(BIN) $(if $(filter 1,$(BENCH_QUICK)),-quick) -out bench/results.json
 
 bench-go: deps
 	$(GO) test -run '^$$' -bench . -benchmem $(if $(filter 1,$(BENCH_QUICK)),-benchtime 100x) ./...
