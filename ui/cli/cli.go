@@ -463,7 +463,17 @@ func (a *App) commandUsage(w io.Writer, path []string, cmd *command) {
 			fmt.Fprintln(w, "\nFlags:")
 			first = false
 		}
-		fmt.Fprintf(w, "  --%-12s %s\n", f.Name, f.Usage)
+		usage := f.Usage
+		switch f.DefValue {
+		case "", "false", "0", "-1":
+		default:
+			usage += " (default " + f.DefValue + ")"
+		}
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		fmt.Fprintf(w, "  %-14s %s\n", dash+f.Name, usage)
 	})
 	fmt.Fprintln(w, "\nGlobal flags: --json, --bus ADDRESS. Exit codes: see tollgate --help.")
 }
