@@ -509,7 +509,12 @@ func remote(c shared.Connection) string {
 }
 
 // process names a connection's origin: its executable, or its uid alone.
+// A path the daemon could not verify is shown as claimed, never as the
+// executable.
 func process(c shared.Connection) string {
+	if c.Exe == "" && c.ExeClaimed != "" {
+		c.Exe = c.ExeClaimed + " (unverified)"
+	}
 	switch {
 	case c.Exe != "" && c.PID != 0:
 		return fmt.Sprintf("%s (pid %d)", c.Exe, c.PID)

@@ -232,3 +232,18 @@ func TestPromptDaemonRestart(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, p.errb.String())
 	}
 }
+
+func TestPromptShowsUnverifiedExe(t *testing.T) {
+	h := newHarness()
+	pd := pend(90, "", "example.org")
+	pd.Connection.ExeClaimed = "/tmp/fake-browser"
+	pd.Connection.Cmdline = ""
+	p := startPrompt(t, h)
+	p.waitOut("waiting for connections")
+	h.fake.offer(pd)
+	p.waitOut("/tmp/fake-browser (unverified) (pid 190), user alice (1000)")
+	p.press("q")
+	if code := p.exit(); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+}
