@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,41 +52,7 @@ func buildAll(t *testing.T) string {
 // includes the packaged Tollgate policy; it returns the address.
 func systemBus(t *testing.T, dir string) string {
 	t.Helper()
-	policy := filepath.Join(repoRoot(t), "packaging", "dbus", "org.tollgate.Firewall1.conf")
-	if _, err := os.Stat(policy); err != nil {
-		t.Fatalf("packaged policy: %v", err)
-	}
-	sock := filepath.Join(dir, "system_bus_socket")
-	conf := filepath.Join(dir, "bus.conf")
-	err := os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=`+sock+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>`+policy+`</include>
-</busconfig>
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startBackground(t, "dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
-	waitFor(t, "the private bus", func() bool { return strings.Contains(p.out.String(), "unix:") })
-	return "unix:path=" + sock
+	return bustest.StartIn(t, dir, false).Addr
 }
 
 // background is a process the test started; it is stopped by its pid at
