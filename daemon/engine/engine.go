@@ -154,6 +154,9 @@ func New(opts Options, log *slog.Logger, v Verdicts, a Attributor, rec Recorder)
 		held:     make(map[uint32]held),
 		hits:     make(map[string]Hit),
 	}
+	// Connection ids go on from the clock, so they stay unique (and the
+	// log's order) across restarts: clients tell log entries apart by id.
+	e.nextID.Store(uint64(time.Now().UnixNano()))
 	e.mode.Store(opts.Mode)
 	e.rules.Store(rules.NewSet(nil))
 	return e

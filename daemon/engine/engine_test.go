@@ -506,3 +506,24 @@ func TestMonitorModeNeverHolds(t *testing.T) {
 		t.Error("monitor mode asked")
 	}
 }
+
+func TestConnectionIDsStayUniqueAcrossRestarts(t *testing.T) {
+	ids := map[uint64]bool{}
+	for run := 0; run < 2; run++ {
+		h := newHarness(t, Options{}, nil)
+		for i := uint32(1); i <= 3; i++ {
+			h.send(i, wgetPort, 443)
+			h.q.wait(t, i)
+		}
+		h.stop()
+		for _, le := range h.rec.all() {
+			if le.Connection.ID == 0 || ids[le.Connection.ID] {
+				t.Fatalf("connection id %d zero or seen before (run %d)", le.Connection.ID, run)
+			}
+			ids[le.Connection.ID] = true
+		}
+	}
+	if len(ids) != 6 {
+		t.Errorf("%d distinct ids, want 6", len(ids))
+	}
+}
