@@ -82,7 +82,11 @@ func run(ctx context.Context, bin string) error {
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), demoConfig, 0o644); err != nil {
+	// The demo's daemon serves D-Bus on a socket nobody listens on: it
+	// never reaches the machine's own bus (without a bus nobody is asked
+	// and the default applies, which is what the demo shows).
+	cfg := append(bytes.Clone(demoConfig), fmt.Sprintf("bus_address = %q\n", "unix:path="+filepath.Join(dir, "no-bus"))...)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), cfg, 0o644); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "rules.d"), 0o755); err != nil {
