@@ -176,11 +176,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	go func() { engDone <- eng.Run(runCtx) }()
 
 	if err := nf.Install(); err != nil {
+		// Whatever got installed stays: with nobody reading the queue, new
+		// connections fail until a daemon starts properly (fail-closed).
 		cancel()
 		<-engDone
 		q.Close()
-		nf.Remove()
-		return fmt.Errorf("install chains: %w", err)
+		return fmt.Errorf("install chains (left as they are, fail-closed): %w", err)
 	}
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
