@@ -567,3 +567,18 @@ func TestBusAddress(t *testing.T) {
 		t.Errorf("completion dialed the daemon")
 	}
 }
+
+func TestRemoteFlagsNamesTheProcessDidNotLookUp(t *testing.T) {
+	c := shared.Connection{RemoteIP: netip.MustParseAddr("192.0.2.7"), RemotePort: 443, Hosts: []string{"example.org"}}
+	if got := remote(c); got != "example.org:443 (192.0.2.7)" {
+		t.Errorf("own lookup: %q", got)
+	}
+	c.HostSource = shared.HostFromUser
+	if got := remote(c); !strings.Contains(got, "another process of this user") {
+		t.Errorf("user fallback not flagged: %q", got)
+	}
+	c.HostSource = shared.HostFromAny
+	if got := remote(c); !strings.Contains(got, "not trusted") {
+		t.Errorf("any fallback not flagged: %q", got)
+	}
+}

@@ -494,10 +494,17 @@ func remote(c shared.Connection) string {
 		if c.RemotePort != 0 {
 			s += ":" + strconv.Itoa(int(c.RemotePort))
 		}
-		if !c.RemoteIP.IsValid() {
-			return s
+		if c.RemoteIP.IsValid() {
+			s += " (" + ip + ")"
 		}
-		return s + " (" + ip + ")"
+		// A name the process did not look up itself is flagged.
+		switch c.HostSource {
+		case shared.HostFromUser:
+			s += " [name: another process of this user]"
+		case shared.HostFromAny:
+			s += " [name: another user's lookup, not trusted]"
+		}
+		return s
 	}
 	if c.RemotePort == 0 {
 		return ip
