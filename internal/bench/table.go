@@ -15,7 +15,7 @@ func (r *Results) WriteTable(w io.Writer) {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range r.Cases {
 		cpu := "–"
-		if c.Decider != kindNone {
+		if c.Decider != kindNone && c.CPUPer1k > 0 {
 			cpu = fmt.Sprintf("%.3f", c.CPUPer1k)
 		}
 		fmt.Fprintf(w, "| %s. %s | %.0f | %.2f | %.0f | %.2f | %.0f | %s | %d |\n",
@@ -34,7 +34,11 @@ func (r *Results) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "| RSS idle, %d rules | %.1f MB (anonymous %.1f, file %.1f) |\n", m.Rules, m.RSSIdleMB, m.RSSIdleAnonMB, m.RSSIdleFileMB)
 		fmt.Fprintf(w, "| RSS after %d connections, %d rules | %.1f MB |\n", m.LoadConns, m.Rules, m.RSSAfterMB)
 		fmt.Fprintf(w, "| idle CPU over %.0f s, %d rules | %.2f s |\n", m.IdleFor, m.Rules, m.IdleCPUSeconds)
-		fmt.Fprintf(w, "| load with %d rules | %.0f conn/s, %d errors |\n", m.Rules, m.LoadPerSec, m.LoadErrors)
+		errs := ""
+		if m.LoadFirstError != "" {
+			errs = " (" + strings.ReplaceAll(m.LoadFirstError, "|", "/") + ")"
+		}
+		fmt.Fprintf(w, "| load with %d rules | %.0f conn/s, %d errors%s |\n", m.Rules, m.LoadPerSec, m.LoadErrors, errs)
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintln(w)

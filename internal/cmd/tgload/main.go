@@ -3,7 +3,7 @@
 // prints its measurements as one JSON object on stdout.
 //
 //	tgload serve -addr :7000[,:7001]          echo server; closes after the client
-//	tgload run -addr H:P -n N -workers W       N connections, W at a time: rate, connect latency
+//	tgload run -addr H:P -n N -workers W [-idle K]  N connections, W at a time: rate, connect latency
 //	tgload hold -addr H:P -n N                 open N idle connections and keep them until SIGTERM
 //	tgload churn -addr H:P -n N -parallel P EXE...  N processes (copies of tgprobe), each connecting once
 //	tgload first -addr H:P                     connect until one is refused; print when
@@ -153,9 +153,24 @@ func run(args []string) error {
 	n := fs.Int("n", 20000, "connections in total")
 	workers := fs.Int("workers", 8, "connections in flight at once")
 	timeout := fs.Duration("timeout", 3*time.Second, "per-connection timeout")
+	idle := fs.Int("idle", 0, "first open this many idle connections and hold them (in this process) until done")
 	fs.Parse(args)
 	if *addr == "" || *n <= 0 || *workers <= 0 {
 		return errors.New("run: need -addr, -n > 0, -workers > 0")
+	}
+	held := make([]net.Conn, 0, *idle)
+	defer func() {
+		for _, c := range held {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	for len(held) < *idle {
+		c, err := idleDialer.Dial("tcp", *addr)
+		if err != nil {
+			return fmt.Errorf("idle connection %d: %w", len(held)+1, err)
+		}
+		held = append(held, c)
 	}
 	var next atomic.Int64
 	var errCount atomic.Int64
