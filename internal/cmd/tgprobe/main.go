@@ -36,6 +36,8 @@ func main() {
 		os.Exit(serve(os.Args[2:]))
 	case "dns-serve":
 		os.Exit(dnsServe(os.Args[2:]))
+	case "garbage":
+		os.Exit(garbage(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -44,7 +46,8 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: tgprobe connect [-timeout D] [-send-only] [-dns ADDR [-repeat N] [-for D]] tcp|udp HOST:PORT\n"+
 		"       tgprobe serve [-tcp ADDR] [-udp ADDR]\n"+
-		"       tgprobe dns-serve [-addr ADDR] [-ttl S] [-a NAME=IP]... [-cname NAME=TARGET]...")
+		"       tgprobe dns-serve [-addr ADDR] [-ttl S] [-a NAME=IP]... [-cname NAME=TARGET]...\n"+
+		"       tgprobe garbage -src4 IP -dst4 IP -src6 IP -dst6 IP [-port P]   (root: malformed packets through raw sockets)")
 	os.Exit(2)
 }
 
