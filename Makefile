@@ -8,11 +8,22 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 # Debian packages the tests and the demo need; installed only when missing.
-DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps dbus dbus-daemon
+DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps dbus dbus-daemon \
+             rpm lintian systemd
+# Repository-local tools (go install), pinned.
+TOOLS     := $(CURDIR)/bin/tools
+NFPM_VERSION := v2.45.2
+NFPM      := $(TOOLS)/nfpm
+# Packages: version from git describe, made valid for Debian and RPM.
+PKG_VERSION := $(shell sh packaging/version.sh 2>/dev/null)
+PKG_ARCH  ?= $(shell $(GO) env GOARCH)
+DIST      := dist
+# Where the packages go (the staging directory is always dist/stage).
+PKG_OUT   ?= $(DIST)
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all deps build test test-unit fuzz bench bench-go demo vet clean
+.PHONY: all deps build test test-unit fuzz bench bench-go demo vet clean tools deb rpm packages stage lint-packages
 
 all: build
 
@@ -24,6 +35,13 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(GO) mod download
+	@$(MAKE) --no-print-directory tools
+
+# nfpm (packages), installed once into bin/tools at the pinned version.
+tools: $(NFPM)
+$(NFPM):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 build: deps
 	@mkdir -p $(BIN)
@@ -63,6 +81,32 @@ bench-go: deps
 
 demo: build
 	$(BIN)/tgdemo -bin $(BIN)
+
+# Packages into dist/: `tollgate` (daemon, CLI, unit, policies, config,
+# rules.d) as .deb and .rpm. The staged config.toml is the embedded defaults
+# with every key commented out.
+stage:
+	@mkdir -p $(DIST)/stage $(PKG_OUT)
+	$(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(DIST)/stage/ ./daemon/cmd/tollgated ./ui/cmd/tollgate
+	$(DIST)/stage/tollgated --print-default-config | sed -E 's/^([a-z_]+[[:space:]]*=)/# \1/' > $(DIST)/stage/config.toml
+	@{ echo "tollgate ($(PKG_VERSION)-1) unstable; urgency=medium"; echo; \
+	  echo "  * Built from git commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)."; echo; \
+	  echo " -- Tollgate developers <tollgate@users.noreply.github.com>  $$(date -R -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))"; \
+	} | gzip -n9 > $(DIST)/stage/changelog.Debian.gz
+
+deb: $(NFPM) stage
+	VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKG_OUT)/
+	@# TRAY: tollgate-tray goes here (packaging/nfpm-tray.yaml) once ui/cmd/tollgate-tray exists.
+
+rpm: $(NFPM) stage
+	VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(PKG_OUT)/
+	@# TRAY: tollgate-tray goes here (packaging/nfpm-tray.yaml) once ui/cmd/tollgate-tray exists.
+
+packages: deb rpm
+
+# lintian on the .deb (also run by the packaging tests).
+lint-packages: deb
+	lintian --fail-on error $(PKG_OUT)/tollgate_$(PKG_VERSION)-1_*.deb
 
 clean:
 	rm -rf $(BIN) dist

@@ -39,6 +39,12 @@ func PolicyFile(t testing.TB) string {
 // the packaged policy included and (when withPolkit) a policy letting root
 // own org.freedesktop.PolicyKit1, for a test's stand-in polkit.
 func Config(t testing.TB, sock string, withPolkit bool) string {
+	return ConfigWithPolicy(sock, PolicyFile(t), withPolkit)
+}
+
+// ConfigWithPolicy is Config including the policy file at policy instead of
+// the checkout's (e.g. the one a package installed).
+func ConfigWithPolicy(sock, policy string, withPolkit bool) string {
 	polkit := ""
 	if withPolkit {
 		polkit = `
@@ -66,7 +72,7 @@ func Config(t testing.TB, sock string, withPolkit bool) string {
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
     <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
   </policy>` + polkit + `
-  <include>` + PolicyFile(t) + `</include>
+  <include>` + policy + `</include>
 </busconfig>
 `
 }
@@ -86,16 +92,41 @@ func Start(t testing.TB, withPolkit bool) *Bus {
 	return StartIn(t, dir, withPolkit)
 }
 
+// StartWithPolicy is Start with the D-Bus policy file at policy included
+// instead of the checkout's: a package test starts the bus with the policy
+// its package installed.
+func StartWithPolicy(t testing.TB, policy string, withPolkit bool) *Bus {
+	t.Helper()
+	if _, err := os.Stat(policy); err != nil {
+		t.Fatalf("D-Bus policy: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "tollgate-bus-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return startIn(t, dir, ConfigWithPolicy(filepath.Join(dir, "bus.sock"), policy, withPolkit))
+}
+
 // StartIn starts a private bus on dir/bus.sock (stopped at cleanup): a
 // test that stops a bus can start another at the same address.
 func StartIn(t testing.TB, dir string, withPolkit bool) *Bus {
+	t.Helper()
+	return startIn(t, dir, Config(t, filepath.Join(dir, "bus.sock"), withPolkit))
+}
+
+// startIn runs dbus-daemon on dir/bus.sock with the configuration conf.
+func startIn(t testing.TB, dir, config string) *Bus {
 	t.Helper()
 	if _, err := exec.LookPath("dbus-daemon"); err != nil {
 		t.Fatalf("dbus-daemon is needed (make deps): %v", err)
 	}
 	sock := filepath.Join(dir, "bus.sock")
 	conf := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(conf, []byte(Config(t, sock, withPolkit)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b := &Bus{Addr: "unix:path=" + sock, Dir: dir, done: make(chan struct{})}
