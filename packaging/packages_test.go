@@ -267,7 +267,7 @@ func TestIntegrationPackages(t *testing.T) {
 			}
 		}
 		scripts := run(t, "rpm", "-qp", "--scripts", rpm)
-		for _, want := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "enable --now tollgated.service"} {
+		for _, want := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "--no-reload enable tollgated.service", "--no-reload disable tollgated.service"} {
 			if !strings.Contains(scripts, want) {
 				t.Errorf("rpm scripts lack %q:\n%s", want, scripts)
 			}
@@ -296,9 +296,12 @@ func TestIntegrationPackages(t *testing.T) {
 	})
 
 	// Install into a root of our own. Scripts run outside a chroot with
-	// DPKG_ROOT set, which they honour (no systemctl, purge inside root).
+	// DPKG_ROOT set, which they honour (deb-systemd-helper records inside
+	// the root, no systemctl, purge inside the root).
 	root := t.TempDir()
-	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates"} {
+	// What any systemd machine has: deb-systemd-helper keeps its records
+	// there, and these directories stay after a purge as they would anyway.
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "etc/systemd/system", "var/lib/systemd"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -332,6 +335,11 @@ func TestIntegrationPackages(t *testing.T) {
 	}
 	if st := run(t, "dpkg", "--root="+root, "-s", "tollgate"); !strings.Contains(st, "Status: install ok installed") {
 		t.Fatalf("dpkg -s:\n%s", st)
+	}
+	// postinst enabled the unit (deb-systemd-helper, inside DPKG_ROOT).
+	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants/tollgated.service")
+	if target, err := os.Readlink(wants); err != nil || filepath.Base(target) != "tollgated.service" {
+		t.Errorf("postinst did not enable tollgated.service: %q %v", target, err)
 	}
 	// The same files as shipped, from both packages' point of view.
 	for _, p := range []string{"packaging/dbus/org.tollgate.Firewall1.conf", "packaging/polkit/org.tollgate.policy", "packaging/systemd/tollgated.service"} {
