@@ -49,7 +49,7 @@ build: deps
 
 vet:
 	$(GO) vet ./...
-	@out=$$(gofmt -l daemon ui shared dbus internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l daemon ui shared dbus internal packaging); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Everything: unit, fuzz seed corpora, integration (root, in namespaces) and
 # end-to-end tests.
