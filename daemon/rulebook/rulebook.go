@@ -68,6 +68,24 @@ type Book struct {
 	mu    sync.Mutex
 	files []shared.Rule
 	rules map[string]shared.Rule // stored and in-memory rules by ID
+	timed map[string]bool        // IDs of process and until rules: what Prune looks at
+}
+
+// keepLocked puts r in the book (b.mu held), noting whether Prune must
+// watch it.
+func (b *Book) keepLocked(r shared.Rule) {
+	b.rules[r.ID] = r
+	if r.Lifetime == shared.LifetimeProcess || r.Lifetime == shared.LifetimeUntil {
+		b.timed[r.ID] = true
+	} else {
+		delete(b.timed, r.ID)
+	}
+}
+
+// dropLocked removes rule id from the book (b.mu held).
+func (b *Book) dropLocked(id string) {
+	delete(b.rules, id)
+	delete(b.timed, id)
 }
 
 // New loads the stored rules and applies the first rule set.
@@ -78,7 +96,7 @@ func New(st Store, apply func(*rules.Set), log *slog.Logger, opts Options) (*Boo
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	b := &Book{opts: opts, log: log, st: st, apply: apply, rules: make(map[string]shared.Rule)}
+	b := &Book{opts: opts, log: log, st: st, apply: apply, rules: make(map[string]shared.Rule), timed: make(map[string]bool)}
 	stored, bad, err := st.Rules()
 	if err != nil {
 		return nil, fmt.Errorf("read rules from database: %w", err)
@@ -87,7 +105,7 @@ func New(st Store, apply func(*rules.Set), log *slog.Logger, opts Options) (*Boo
 		log.Error("unreadable rule in database (kept, not applied)", "key", r.Key, "err", r.Err)
 	}
 	for _, r := range stored {
-		b.rules[r.ID] = r
+		b.keepLocked(r)
 	}
 	b.mu.Lock()
 	b.rebuildLocked()
@@ -234,7 +252,7 @@ func (b *Book) putLocked(r shared.Rule) error {
 			return fmt.Errorf("store rule: %w", err)
 		}
 	}
-	b.rules[r.ID] = r
+	b.keepLocked(r)
 	return nil
 }
 
@@ -297,7 +315,7 @@ func (b *Book) Delete(a Actor, id string) error {
 			return fmt.Errorf("delete stored rule: %w", err)
 		}
 	}
-	delete(b.rules, id)
+	b.dropLocked(id)
 	b.rebuildLocked()
 	return nil
 }
@@ -367,7 +385,7 @@ func (b *Book) Import(a Actor, rs []shared.Rule) (int, error) {
 		return 0, fmt.Errorf("store rules: %w", err)
 	}
 	for _, p := range changed {
-		b.rules[p.ID] = p
+		b.keepLocked(p)
 	}
 	b.rebuildLocked()
 	return len(changed), nil
@@ -390,9 +408,13 @@ func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
 		start uint64
 	}
 	b.mu.Lock()
+	if len(b.timed) == 0 {
+		b.mu.Unlock()
+		return 0 // nothing can end: no walk over every rule once a second
+	}
 	var procs []proc
-	for _, r := range b.rules {
-		if r.Lifetime == shared.LifetimeProcess {
+	for id := range b.timed {
+		if r := b.rules[id]; r.Lifetime == shared.LifetimeProcess {
 			procs = append(procs, proc{r.PID, r.PIDStart})
 		}
 	}
@@ -404,7 +426,7 @@ func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
 		}
 	}
 	var expired []string
-	n := b.removeWhere(func(r shared.Rule) bool {
+	n := b.removeTimedWhere(func(r shared.Rule) bool {
 		switch r.Lifetime {
 		case shared.LifetimeProcess:
 			return dead[proc{r.PID, r.PIDStart}]
@@ -430,7 +452,24 @@ func (b *Book) removeWhere(cond func(shared.Rule) bool) int {
 	n := 0
 	for id, r := range b.rules {
 		if cond(r) {
-			delete(b.rules, id)
+			b.dropLocked(id)
+			n++
+		}
+	}
+	if n > 0 {
+		b.rebuildLocked()
+	}
+	return n
+}
+
+// removeTimedWhere is removeWhere over the process and until rules only.
+func (b *Book) removeTimedWhere(cond func(shared.Rule) bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id := range b.timed {
+		if cond(b.rules[id]) {
+			b.dropLocked(id)
 			n++
 		}
 	}

@@ -283,3 +283,36 @@ func TestFileRuleIDsAreReserved(t *testing.T) {
 		t.Errorf("Import with a file-style id: %v", err)
 	}
 }
+
+func TestPruneLooksOnlyAtRulesThatCanEnd(t *testing.T) {
+	f := newFixture(t, Options{})
+	for i := 0; i < 50; i++ {
+		if _, err := f.b.Add(root, rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := 0
+	alive := func(int, uint64) bool { calls++; return true }
+	if n := f.b.Prune(alive); n != 0 || calls != 0 {
+		t.Errorf("pruned %d, asked about %d processes with no process rule", n, calls)
+	}
+	p := rule(shared.ActionAllow, shared.LifetimeProcess, "/bin/y")
+	p.PID, p.PIDStart = 7, 1
+	kept, err := f.b.Add(alice, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.b.Prune(alive)
+	if calls != 1 {
+		t.Errorf("asked about %d processes, want 1", calls)
+	}
+	// A process rule made forever by an edit is no longer watched.
+	if _, err := f.b.Update(alice, kept.ID, rule(shared.ActionAllow, shared.LifetimeForever, "/bin/y")); err != nil {
+		t.Fatal(err)
+	}
+	calls = 0
+	f.b.Prune(alive)
+	if calls != 0 {
+		t.Errorf("an edited rule is still watched (%d calls)", calls)
+	}
+}
