@@ -174,7 +174,7 @@ func TestUnitHardening(t *testing.T) {
 }
 
 // tools the integration test needs (make deps installs them).
-var tools = []string{"make", "dpkg", "dpkg-deb", "rpm", "lintian", "systemd-analyze", "dbus-daemon", "iptables"}
+var tools = []string{"setpriv", "make", "dpkg", "dpkg-deb", "rpm", "lintian", "systemd-analyze", "dbus-daemon", "iptables"}
 
 // payload lists the regular files and symlinks of a package listing whose
 // lines start with a mode string ("-rw-r--r--", "lrwxrwxrwx"...) and end
@@ -197,7 +197,8 @@ func payload(listing string, pathField func(fields []string) string) []string {
 // (lintian, rpm -qp, same payload), installs the .deb into a root of its own
 // (never the machine's), starts the installed daemon in this test's network
 // namespace against a private bus that uses the installed D-Bus policy,
-// asks it with the installed `tollgate status`, then removes and purges.
+// with only the capabilities the unit grants, asks it with the installed
+// `tollgate status`, then removes and purges.
 func TestIntegrationPackages(t *testing.T) {
 	nstest.RequireNetns(t)
 	for _, tool := range tools {
@@ -397,8 +398,19 @@ func TestIntegrationPackages(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(root, "var/lib/tollgate"), 0o700); err != nil {
 			t.Fatal(err)
 		}
+		// With only the capabilities the installed unit grants (its
+		// CapabilityBoundingSet) and no new privileges, as systemd would run it.
+		unit := unitDirectives(t, filepath.Join(root, "usr/lib/systemd/system/tollgated.service"))
+		var caps []string
+		for _, c := range strings.Fields(strings.Join(unit["CapabilityBoundingSet"], " ")) {
+			caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+		}
+		if len(caps) == 0 {
+			t.Fatal("the installed unit has no CapabilityBoundingSet")
+		}
 		var logs bytes.Buffer
-		d := exec.Command(filepath.Join(root, "usr/bin/tollgated"), "--config", cfg)
+		d := exec.Command("setpriv", "--no-new-privs", "--bounding-set=-all,"+strings.Join(caps, ","), "--",
+			filepath.Join(root, "usr/bin/tollgated"), "--config", cfg)
 		d.Stdout, d.Stderr = &logs, &logs
 		if err := d.Start(); err != nil {
 			t.Fatalf("start the installed tollgated: %v", err)
