@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -393,7 +397,8 @@ func TestIntegrationPackages(t *testing.T) {
 		bus := bustest.StartWithPolicy(t, filepath.Join(root, "usr/share/dbus-1/system.d/org.tollgate.Firewall1.conf"), false)
 		cfg := filepath.Join(t.TempDir(), "config.toml")
 		writeConfig(t, cfg, root, fmt.Sprintf(
-			"database = %q\nrules_dir = %q\nbus_address = %q\npolkit = false\n",
+			"database = %q\nrules_dir = %q\nbus_address = %q\npolkit = false\n"+
+				"intercept_loopback = true\ninbound = false\ndefault_action = \"reject\"\n",
 			filepath.Join(root, "var/lib/tollgate/tollgate.db"), filepath.Join(root, "etc/tollgate/rules.d"), bus.Addr))
 		if err := os.MkdirAll(filepath.Join(root, "var/lib/tollgate"), 0o700); err != nil {
 			t.Fatal(err)
@@ -460,6 +465,7 @@ func TestIntegrationPackages(t *testing.T) {
 				t.Errorf("tollgate status lacks %q:\n%s", want, status)
 			}
 		}
+		attributesOtherUsers(t, cli, bus.Addr)
 		stop()
 		if _, err := os.Stat(filepath.Join(root, "var/lib/tollgate/tollgate.db")); err != nil {
 			t.Errorf("the daemon kept no database in the root: %v", err)
@@ -577,4 +583,75 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// attributesOtherUsers makes a connection as user nobody from a program
+// nobody owns and only its owner may read (mode 0711), and checks that the
+// daemon, with only the unit's capabilities, named that program and hashed
+// it: CAP_SYS_PTRACE (another user's /proc/PID/exe and fd) and
+// CAP_DAC_READ_SEARCH (reading the unreadable executable) at work.
+func attributesOtherUsers(t *testing.T, cli, busAddr string) {
+	t.Helper()
+	const nobody = 65534
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	dir, err := os.MkdirTemp("", "tollgate-pkg-exe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bash, err := os.ReadFile("/bin/bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "bash")
+	if err := os.WriteFile(exe, bash, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(exe, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(exe, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	// Rejected at once (default_action = "reject", nobody to ask).
+	conn := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups", "--",
+		exe, "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port))
+	if o, err := conn.CombinedOutput(); err == nil {
+		t.Fatalf("a connection nobody's rules allow went through: %s", o)
+	}
+	sum := sha256.Sum256(bash)
+	want := hex.EncodeToString(sum[:])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		o, err := exec.Command(cli, "--bus", busAddr, "--json", "log", "--exe", exe).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tollgate log: %v\n%s", err, o)
+		}
+		var entries []map[string]any
+		if err := json.Unmarshal(o, &entries); err != nil {
+			t.Fatalf("tollgate --json log: %v\n%s", err, o)
+		}
+		for _, e := range entries {
+			if e["remote_port"] == float64(port) {
+				if e["exe"] != exe || e["exe_sha256"] != want || e["uid"] != float64(nobody) || e["action"] != "reject" {
+					t.Fatalf("attribution under the unit's capabilities: got %v, want exe %s sha256 %s uid %d rejected", e, exe, want, nobody)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			all, _ := exec.Command(cli, "--bus", busAddr, "--json", "log").CombinedOutput()
+			t.Fatalf("no log entry names %s (not attributed?); the whole log:\n%s", exe, all)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the log for a condition, with a deadline
+	}
 }
