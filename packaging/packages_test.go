@@ -178,7 +178,7 @@ func TestUnitHardening(t *testing.T) {
 }
 
 // tools the integration test needs (make deps installs them).
-var tools = []string{"setpriv", "make", "dpkg", "dpkg-deb", "rpm", "lintian", "systemd-analyze", "dbus-daemon", "iptables"}
+var tools = []string{"unshare", "setpriv", "make", "dpkg", "dpkg-deb", "rpm", "lintian", "systemd-analyze", "dbus-daemon", "iptables"}
 
 // payload lists the regular files and symlinks of a package listing whose
 // lines start with a mode string ("-rw-r--r--", "lrwxrwxrwx"...) and end
@@ -201,7 +201,8 @@ func payload(listing string, pathField func(fields []string) string) []string {
 // (lintian, rpm -qp, same payload), installs the .deb into a root of its own
 // (never the machine's), starts the installed daemon in this test's network
 // namespace against a private bus that uses the installed D-Bus policy,
-// with only the capabilities the unit grants, asks it with the installed
+// with only the capabilities the unit grants and a read-only system as
+// ProtectSystem=strict leaves it, asks it with the installed
 // `tollgate status`, then removes and purges.
 func TestIntegrationPackages(t *testing.T) {
 	nstest.RequireNetns(t)
@@ -413,8 +414,13 @@ func TestIntegrationPackages(t *testing.T) {
 		if len(caps) == 0 {
 			t.Fatal("the installed unit has no CapabilityBoundingSet")
 		}
+		// And in a mount namespace of its own where, as with the unit's
+		// ProtectSystem=strict (and ProtectHome=read-only), every file
+		// system but /proc, /sys, /dev and the state directory is read-only.
+		state := filepath.Join(root, "var/lib/tollgate")
 		var logs bytes.Buffer
-		d := exec.Command("setpriv", "--no-new-privs", "--bounding-set=-all,"+strings.Join(caps, ","), "--",
+		d := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", readOnlySystem, "sh", state,
+			"setpriv", "--no-new-privs", "--bounding-set=-all,"+strings.Join(caps, ","), "--",
 			filepath.Join(root, "usr/bin/tollgated"), "--config", cfg)
 		d.Stdout, d.Stderr = &logs, &logs
 		if err := d.Start(); err != nil {
@@ -503,6 +509,22 @@ func TestIntegrationPackages(t *testing.T) {
 		t.Errorf("purge left behind: %v", left)
 	}
 }
+
+// readOnlySystem is a shell script run by unshare in a private mount
+// namespace: $1 (the state directory) stays writable, every other mount but
+// the kernel's API file systems becomes read-only (ProtectSystem=strict),
+// then the rest of the arguments run.
+const readOnlySystem = `set -e
+state=$1; shift
+mount --bind "$state" "$state"
+awk '{print $5}' /proc/self/mountinfo | while read -r m; do
+	case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$state") continue ;; esac
+	mount -o remount,bind,ro "$m" 2>/dev/null || [ "$m" != / ] || { echo "cannot make / read-only" >&2; exit 1; }
+done
+if touch "$state/../.read-only-probe" 2>/dev/null; then echo "the system is not read-only" >&2; exit 1; fi
+touch "$state/.rw-probe" && rm "$state/.rw-probe"
+exec "$@"
+`
 
 // writeConfig writes a daemon configuration: the installed config.toml (all
 // commented) followed by the test's settings.
