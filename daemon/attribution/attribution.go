@@ -3,7 +3,9 @@
 // It owns the way from a packet's 5-tuple to a process: an exact sock_diag
 // lookup gives the socket's inode and owner; an inode→pid index, filled by
 // reading /proc/PID/fd and checked with one readlink per hit, gives the
-// process; process facts (executable, its sha256, command line, parent,
+// process (a new socket of a recent holder is looked for first at the fds
+// next to where its last one was found, so a process holding thousands of
+// sockets is not read whole per connection); process facts (executable, its sha256, command line, parent,
 // user, cgroup / systemd unit, Flatpak or snap app) are read from /proc and
 // cached by (pid, start time). Where the kernel offers it (the initial
 // network namespace) the proc connector's exec, exit and id-change events
@@ -33,6 +35,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -159,7 +162,9 @@ type Stats struct {
 	IndexHits    uint64 // holder found through the inode→pid index
 	Scans        uint64 // searches through /proc/*/fd
 	ScannedProcs uint64 // processes whose fds were read during searches
+	FDLinks      uint64 // /proc/PID/fd/N links read (searches and index checks)
 	FactsCached  uint64 // facts answered from the cache
+	Rechecks     uint64 // cached facts re-checked by reading /proc (not vouched for by the proc connector)
 	ExitedHolder uint64 // answered with facts of a holder that had just exited
 	ProcEvents   bool   // the proc connector is in use
 	EventsLost   uint64 // times the kernel dropped proc events
@@ -191,7 +196,7 @@ type Attributor struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nExited, nLost atomic.Uint64
+	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost atomic.Uint64
 }
 
 // indexEntry says which process held a socket inode when last seen.
@@ -202,9 +207,13 @@ type indexEntry struct {
 	seen  time.Time
 }
 
+// mruEntry is a recent holder: pid, the socket owner it was found for,
+// and the fd where a search last found one of its sockets (-1: none), where
+// the next search of its fds starts.
 type mruEntry struct {
 	pid int
 	uid uint32
+	fd  int
 }
 
 type userEntry struct {
@@ -322,8 +331,8 @@ func (a *Attributor) Stats() Stats {
 	return Stats{
 		Lookups: a.nLookups.Load(), Found: a.nFound.Load(), NoSocket: a.nNoSocket.Load(),
 		IndexHits: a.nIndexHits.Load(), Scans: a.nScans.Load(), ScannedProcs: a.nScanned.Load(),
-		FactsCached: a.nCached.Load(), ExitedHolder: a.nExited.Load(),
-		ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
+		FDLinks: a.proc.fdLinks.Load(), FactsCached: a.nCached.Load(), Rechecks: a.nRechecks.Load(),
+		ExitedHolder: a.nExited.Load(), ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
 	}
 }
 
@@ -495,26 +504,31 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int,
 			a.nIndexHits.Add(1)
 			a.mu.Lock()
 			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
-			a.touchMRU(e.pid, uid)
+			a.touchMRU(e.pid, uid, -1)
 			a.mu.Unlock()
 			return e.pid, st, e, nil
 		}
 	}
-	pid, st, err := a.scan(ctx, inode, uid)
+	pid, fd, st, err := a.scan(ctx, inode, uid)
 	if pid > 0 {
 		a.mu.Lock()
-		a.touchMRU(pid, uid)
+		a.touchMRU(pid, uid, fd)
 		a.mu.Unlock()
 	}
 	return pid, st, e, err
 }
 
-// touchMRU moves pid to the front of the recent holders. a.mu is held.
-func (a *Attributor) touchMRU(pid int, uid uint32) {
+// touchMRU moves pid to the front of the recent holders; fd is where a
+// search found its socket (-1: found otherwise, keep the fd known). a.mu
+// is held.
+func (a *Attributor) touchMRU(pid int, uid uint32, fd int) {
 	for i, m := range a.mru {
 		if m.pid == pid {
+			if fd < 0 {
+				fd = m.fd
+			}
 			copy(a.mru[1:i+1], a.mru[:i])
-			a.mru[0] = mruEntry{pid, uid}
+			a.mru[0] = mruEntry{pid, uid, fd}
 			return
 		}
 	}
@@ -522,25 +536,19 @@ func (a *Attributor) touchMRU(pid int, uid uint32) {
 		a.mru = append(a.mru, mruEntry{})
 	}
 	copy(a.mru[1:], a.mru[:len(a.mru)-1])
-	a.mru[0] = mruEntry{pid, uid}
+	a.mru[0] = mruEntry{pid, uid, fd}
 }
 
-// scan searches /proc/*/fd for the holder of inode, recording every socket
-// it reads in the index. It tries likely holders first: recently exec'd
-// processes and recent holders of the same uid, then processes owned by
-// the uid, newest first, then root's (non-dumpable processes show as
-// root's), then the rest.
-func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, statInfo, error) {
+// scan searches /proc/*/fd for the holder of inode, recording the sockets
+// it reads in the index, and returns it with the fd that holds the socket.
+// It tries likely holders first: recently exec'd processes and recent
+// holders of the same uid, then processes owned by the uid, newest first,
+// then root's (non-dumpable processes show as root's), then the rest. A
+// recent holder's fds are read starting where its last new socket was
+// found (see procFS.findSocket).
+func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, int, statInfo, error) {
 	a.nScans.Add(1)
 	tried := make(map[int]bool, 64)
-	try := func(pid int) (statInfo, bool) {
-		if tried[pid] {
-			return statInfo{}, false
-		}
-		tried[pid] = true
-		st, found := a.indexProcess(pid, inode)
-		return st, found
-	}
 	a.mu.Lock()
 	hints := make([]int, 0, len(a.execs)+len(a.mru))
 	hints = append(hints, a.execs...)
@@ -549,15 +557,33 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, s
 			hints = append(hints, m.pid)
 		}
 	}
+	mru := slices.Clone(a.mru)
 	a.mu.Unlock()
+	foundFD := -1
+	try := func(pid int) (statInfo, bool) {
+		if tried[pid] {
+			return statInfo{}, false
+		}
+		tried[pid] = true
+		hint := -1
+		for _, m := range mru {
+			if m.pid == pid {
+				hint = m.fd
+				break
+			}
+		}
+		st, fd, found := a.indexProcess(pid, inode, hint)
+		foundFD = fd
+		return st, found
+	}
 	for _, pid := range hints {
 		if st, ok := try(pid); ok {
-			return pid, st, nil
+			return pid, foundFD, st, nil
 		}
 	}
 	pids, err := a.proc.pids()
 	if err != nil {
-		return 0, statInfo{}, err
+		return 0, -1, statInfo{}, err
 	}
 	var rootOwned, others []int
 	for _, pid := range pids {
@@ -565,7 +591,7 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, s
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return 0, statInfo{}, fmt.Errorf("search socket holder: %w", err)
+			return 0, -1, statInfo{}, fmt.Errorf("search socket holder: %w", err)
 		}
 		owner, err := a.proc.owner(pid)
 		if err != nil {
@@ -574,7 +600,7 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, s
 		switch {
 		case owner == uid:
 			if st, ok := try(pid); ok {
-				return pid, st, nil
+				return pid, foundFD, st, nil
 			}
 		case owner == 0:
 			rootOwned = append(rootOwned, pid)
@@ -585,39 +611,46 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, s
 	for _, list := range [][]int{rootOwned, others} {
 		for _, pid := range list {
 			if err := ctx.Err(); err != nil {
-				return 0, statInfo{}, fmt.Errorf("search socket holder: %w", err)
+				return 0, -1, statInfo{}, fmt.Errorf("search socket holder: %w", err)
 			}
 			if st, ok := try(pid); ok {
-				return pid, st, nil
+				return pid, foundFD, st, nil
 			}
 		}
 	}
-	return 0, statInfo{}, nil
+	return 0, -1, statInfo{}, nil
 }
 
 // indexProcess reads the sockets of pid into the index and reports whether
-// it holds want (then with its stat). Only the holder's stat is read (a
-// procfs read costs as much as several fd links): other entries are
-// recorded without a start time, which a later hit fills in.
-func (a *Attributor) indexProcess(pid int, want uint64) (statInfo, bool) {
+// it holds want (then with its stat and the fd that holds it). For want 0
+// it reads them all; else it stops at want, reading the fds nearest to
+// hint first (see procFS.findSocket), so that a process holding thousands
+// of sockets is not read whole for each new one. Only the holder's stat is
+// read (a procfs read costs as much as several fd links): other entries
+// are recorded without a start time, which a later hit fills in.
+func (a *Attributor) indexProcess(pid int, want uint64, hint int) (statInfo, int, bool) {
 	a.nScanned.Add(1)
 	now := time.Now()
 	var batch []indexEntry
 	var inodes []uint64
-	found := false
-	_ = a.proc.sockets(pid, func(inode uint64, fd int) bool {
+	add := func(inode uint64, fd int) {
 		batch = append(batch, indexEntry{pid: pid, fd: fd, seen: now})
 		inodes = append(inodes, inode)
-		if inode == want && want != 0 {
-			found = true
-		}
-		return true
-	})
+	}
+	fd := -1
+	if want == 0 {
+		_ = a.proc.sockets(pid, func(inode uint64, fd int) bool {
+			add(inode, fd)
+			return true
+		})
+	} else {
+		fd, _ = a.proc.findSocket(pid, want, hint, add)
+	}
 	var st statInfo
-	if found {
+	if fd >= 0 {
 		var err error
 		if st, err = a.proc.stat(pid); err != nil || st.exited() {
-			return statInfo{}, false
+			return statInfo{}, -1, false
 		}
 		for i := range batch {
 			batch[i].start = st.Start
@@ -630,7 +663,7 @@ func (a *Attributor) indexProcess(pid int, want uint64) (statInfo, bool) {
 		}
 		a.mu.Unlock()
 	}
-	return st, found
+	return st, fd, fd >= 0
 }
 
 // indexAll reads every process's sockets into the index.
@@ -648,7 +681,7 @@ func (a *Attributor) indexAll(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return a.indexLen(), err
 		}
-		a.indexProcess(pid, 0)
+		a.indexProcess(pid, 0, -1)
 	}
 	return a.indexLen(), nil
 }
@@ -683,6 +716,7 @@ func (a *Attributor) factsOf(pid int, st statInfo) (*procFacts, error) {
 			a.nCached.Add(1)
 			return a.withPPID(f, st), nil
 		}
+		a.nRechecks.Add(1)
 		id, err := a.readIdentity(pid)
 		if err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/shirou/gopsutil/v4/common"
@@ -24,6 +25,7 @@ type procFS struct {
 	root    string
 	gctx    context.Context                  // for gopsutil: points HOST_PROC at root
 	statOwn func(string, *unix.Stat_t) error // stat in the daemon's mount namespace
+	fdLinks atomic.Uint64                    // fd links read
 }
 
 // newProcFS reads the process table under root; statOwn (nil: unix.Stat)
@@ -120,8 +122,7 @@ func (p *procFS) pids() ([]int, error) {
 // sockets calls fn for every socket among the open files of pid, with its
 // inode and fd number, until fn returns false.
 func (p *procFS) sockets(pid int, fn func(inode uint64, fd int) bool) error {
-	dir := p.path(pid, "fd")
-	d, err := os.Open(dir)
+	d, err := os.Open(p.path(pid, "fd"))
 	if err != nil {
 		return err
 	}
@@ -130,19 +131,14 @@ func (p *procFS) sockets(pid int, fn func(inode uint64, fd int) bool) error {
 	if err != nil {
 		return err
 	}
-	var buf [64]byte
 	dfd := int(d.Fd())
 	for _, n := range names {
-		k, err := unix.Readlinkat(dfd, n, buf[:])
-		if err != nil || k >= len(buf) {
-			continue // closed meanwhile, or not a socket (long path)
-		}
-		inode, ok := parseSocketLink(buf[:k])
-		if !ok {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < 0 {
 			continue
 		}
-		fd, err := strconv.Atoi(n)
-		if err != nil {
+		inode, ok := p.fdSocket(dfd, fd)
+		if !ok {
 			continue
 		}
 		if !fn(inode, fd) {
@@ -152,9 +148,101 @@ func (p *procFS) sockets(pid int, fn func(inode uint64, fd int) bool) error {
 	return nil
 }
 
+// probeSpan is how far from the hint findSocket probes fds before it
+// lists them all: a new socket mostly takes the lowest free fd, which is
+// the hint again after a close, or the next one up while the earlier
+// sockets stay open.
+const probeSpan = 8
+
+// findSocket looks for socket want among the open files of pid and returns
+// its fd, or -1. With a hint (the fd where pid's last new socket was
+// found; -1 for none) it first reads the links of the fds nearest to it
+// (hint, hint+1, hint-1, ... up to probeSpan away), without listing the
+// fds; when want is not there it lists them and reads their links nearest
+// to the hint first (without a hint, in directory order), stopping at the
+// first match. The match is the link of that fd of that pid reading
+// socket:[want], so the hint decides only the cost. seen is called for
+// every socket read (including the match).
+func (p *procFS) findSocket(pid int, want uint64, hint int, seen func(inode uint64, fd int)) (int, error) {
+	d, err := os.Open(p.path(pid, "fd"))
+	if err != nil {
+		return -1, err
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	try := func(fd int) bool {
+		inode, ok := p.fdSocket(dfd, fd)
+		if !ok {
+			return false
+		}
+		seen(inode, fd)
+		return inode == want
+	}
+	if hint >= 0 {
+		for i := 0; i <= 2*probeSpan; i++ {
+			// 0, +1, -1, +2, -2, ...
+			fd := hint + (i+1)/2
+			if i%2 == 0 {
+				fd = hint - i/2
+			}
+			if fd >= 0 && try(fd) {
+				return fd, nil
+			}
+		}
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return -1, err
+	}
+	fds := make([]int, 0, len(names))
+	for _, n := range names {
+		if fd, err := strconv.Atoi(n); err == nil && fd >= 0 {
+			fds = append(fds, fd)
+		}
+	}
+	if hint >= 0 {
+		// Nearest to the hint first; at equal distance the higher.
+		slices.SortFunc(fds, func(a, b int) int {
+			da, db := dist(a, hint), dist(b, hint)
+			if da != db {
+				return da - db
+			}
+			return b - a
+		})
+	}
+	// The probed fds are read again: one may have become want meanwhile
+	// (dup2 onto it), and rereading a few costs little.
+	for _, fd := range fds {
+		if try(fd) {
+			return fd, nil
+		}
+	}
+	return -1, nil
+}
+
+func dist(a, b int) int {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+// fdSocket reads the link of fd in the fd directory dfd and returns the
+// socket inode it names; false when it is not a socket or is gone.
+func (p *procFS) fdSocket(dfd, fd int) (uint64, bool) {
+	var buf [64]byte
+	p.fdLinks.Add(1)
+	k, err := unix.Readlinkat(dfd, strconv.Itoa(fd), buf[:])
+	if err != nil || k >= len(buf) {
+		return 0, false // closed meanwhile, or not a socket (long path)
+	}
+	return parseSocketLink(buf[:k])
+}
+
 // fdHolds reports whether fd of pid is socket inode right now.
 func (p *procFS) fdHolds(pid, fd int, inode uint64) bool {
 	var buf [64]byte
+	p.fdLinks.Add(1)
 	k, err := unix.Readlink(filepath.Join(p.root, strconv.Itoa(pid), "fd", strconv.Itoa(fd)), buf[:])
 	if err != nil || k >= len(buf) {
 		return false
