@@ -120,3 +120,12 @@ lint-packages: deb
 
 clean:
 	rm -rf $(BIN) dist
+
+# Soak: TestIntegrationSoak (daemon/e2e) for SOAK_DURATION (default 2m):
+# allowed, denied and pending connections through tollgated in namespaces,
+# then a table of decisions, pending groups, queue, RSS and threads at start
+# and end. `make test` runs the same test for 10s.
+SOAK_DURATION ?= 2m
+.PHONY: soak
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 60m -run '^TestIntegrationSoak$$' -v ./daemon/e2e/

@@ -1,0 +1,314 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/bustest"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// soakDefault is the soak's length in `make test`; `make soak` sets
+// SOAK_DURATION (2m).
+const soakDefault = 10 * time.Second
+
+var (
+	soakOnce sync.Once
+	soakBin  string
+	soakErr  error
+)
+
+// soakBinary builds internal/cmd/tgsoak once per test run.
+func soakBinary(t *testing.T) string {
+	t.Helper()
+	soakOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tollgate-e2e-soak-")
+		if err != nil {
+			soakErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		_, file, _, _ := runtime.Caller(0)
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./internal/cmd/tgsoak")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			soakErr = fmt.Errorf("build tgsoak: %v\n%s", err, out)
+		}
+		soakBin = filepath.Join(dir, "tgsoak")
+	})
+	if soakErr != nil {
+		t.Fatal(soakErr)
+	}
+	return soakBin
+}
+
+// soakResult is what tgsoak prints.
+type soakResult struct {
+	Attempts   int     `json:"attempts"`
+	OK         int     `json:"ok"`
+	Refused    int     `json:"refused"`
+	Timeout    int     `json:"timeout"`
+	Other      int     `json:"other"`
+	FirstOther string  `json:"first_other"`
+	Seconds    float64 `json:"seconds"`
+}
+
+// procStatus reads VmRSS (bytes) and Threads from /proc/PID/status.
+func procStatus(t *testing.T, pid int) (rss uint64, threads int) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read the daemon's status: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		switch fields[0] {
+		case "VmRSS:":
+			kb, _ := strconv.ParseUint(fields[1], 10, 64)
+			rss = kb * 1024
+		case "Threads:":
+			threads, _ = strconv.Atoi(fields[1])
+		}
+	}
+	if rss == 0 || threads == 0 {
+		t.Fatalf("no VmRSS or Threads in /proc/%d/status", pid)
+	}
+	return rss, threads
+}
+
+// TestIntegrationSoak holds a steady load of new connections through the
+// daemon for SOAK_DURATION (10 s unless set; `make soak` runs 2m): allowed
+// ones (a rule), denied ones (a reject rule, so that clients fail at once
+// and keep the rate up) and pending ones (no rule: root's agent is asked
+// and answers a third allow once, a third reject once, and lets a third
+// time out, prompt_timeout 2s, default reject). It then checks what must
+// hold however fast the machine is: every attempt a client made ended
+// with a verdict (nothing timed out: no drop anywhere in this setup), the
+// daemon decided at least as many connections as the clients saw end,
+// nothing is held or waiting in the kernel queue at the end, and the
+// daemon's memory did not grow without bound. It reports a table.
+func TestIntegrationSoak(t *testing.T) {
+	duration := soakDefault
+	if s := os.Getenv("SOAK_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("SOAK_DURATION=%q: want a positive duration like 2m", s)
+		}
+		duration = d
+	}
+	e := newEnv(t)
+	tgsoak := soakBinary(t)
+	b := bustest.Start(t, false)
+	e.busAddr = b.Addr
+	pendingPorts := []int{7100, 7101, 7102, 7103}
+	var pendingAddrs []string
+	for _, p := range pendingPorts {
+		pendingAddrs = append(pendingAddrs, fmt.Sprintf(":%d", p))
+	}
+	e.startServer(e.pair.Server, pendingAddrs...)
+	copyTo := func(name string) string {
+		data, err := os.ReadFile(tgsoak)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(e.dir, name)
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return dst
+	}
+	allowedExe, deniedExe, pendingExe := copyTo("soak-allowed"), copyTo("soak-denied"), copyTo("soak-pending")
+	e.writeRules("10-soak.toml", fmt.Sprintf(`
+[[rule]]
+name = "soak allowed"
+action = "allow"
+exe = %q
+port = %d
+
+[[rule]]
+name = "soak denied"
+action = "reject"
+exe = %q
+port = %d
+`, allowedExe, portA, deniedExe, portA))
+
+	// A decision per log line would cost more than the decision: warn, as
+	// the benchmarks run it.
+	cfg := e.writeConfig("polkit = false\ndefault_action = \"reject\"\nprompt_timeout = \"2s\"")
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(data), `log_level = "info"`, `log_level = "warn"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startProc(t, "ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", cfg)
+	e.d = d
+	c := busClient(t, b.Addr)
+	pid := d.cmd.Process.Pid
+	ctx := context.Background()
+	st0, err := c.GetStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss0, threads0 := procStatus(t, pid)
+
+	// Root's agent: answers two thirds of the prompts, lets the rest time out.
+	ag := newAgent(t, b.Addr)
+	var asked, answered, answerErrs atomic.Int64
+	agentDone := make(chan struct{})
+	go func() {
+		defer close(agentDone)
+		for s := range ag.signals {
+			if s.Name != dbus.SignalConnectionPending {
+				continue
+			}
+			n := asked.Add(1)
+			var action shared.Action
+			switch n % 3 {
+			case 0:
+				action = shared.ActionAllow
+			case 1:
+				action = shared.ActionReject
+			default:
+				continue // left to time out
+			}
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := ag.c.Answer(actx, shared.Answer{PendingID: s.Pending.ID, Action: action,
+				Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort})
+			cancel()
+			if err != nil {
+				answerErrs.Add(1) // timed out already, or the agent is closing
+			} else {
+				answered.Add(1)
+			}
+		}
+	}()
+
+	// The load: three copies of tgsoak in the client namespace.
+	srv := func(ports ...int) string {
+		var a []string
+		for _, p := range ports {
+			a = append(a, e.srv4(p))
+		}
+		return strings.Join(a, ",")
+	}
+	type load struct {
+		name, exe, addrs string
+		workers          int
+		p                *proc
+		r                soakResult
+	}
+	loads := []*load{
+		{name: "allowed", exe: allowedExe, addrs: srv(portA), workers: 4},
+		{name: "denied", exe: deniedExe, addrs: srv(portA), workers: 2},
+		{name: "pending", exe: pendingExe, addrs: srv(pendingPorts...), workers: 4},
+	}
+	start := time.Now()
+	for _, l := range loads {
+		l.p = startProc(t, "ip", "netns", "exec", e.pair.Client, l.exe, "-addr", l.addrs,
+			"-workers", strconv.Itoa(l.workers), "-duration", duration.String(), "-timeout", "15s")
+	}
+	for _, l := range loads {
+		select {
+		case <-l.p.done:
+		case <-time.After(duration + 60*time.Second):
+			t.Fatalf("tgsoak %s still running %s after its end", l.name, 60*time.Second)
+		}
+		if l.p.err != nil {
+			t.Fatalf("tgsoak %s: %v\n%s", l.name, l.p.err, l.p.out)
+		}
+		if err := json.Unmarshal([]byte(strings.TrimSpace(l.p.out.String())), &l.r); err != nil {
+			t.Fatalf("tgsoak %s printed %q: %v", l.name, l.p.out, err)
+		}
+	}
+	took := time.Since(start)
+
+	// Nothing may stay held: prompts end by answer or by their timeout,
+	// the watchdog steps in at prompt_timeout + 5 s.
+	var st1 shared.Status
+	waitFor(t, 30*time.Second, "no pending connection and an empty kernel queue", func() bool {
+		st1, err = c.GetStatus(ctx)
+		return err == nil && st1.Pending == 0 && st1.QueueWaiting == 0
+	})
+	pend, err := c.ListPending(ctx)
+	if err != nil || len(pend) != 0 {
+		t.Errorf("ListPending at the end: %d groups, %v", len(pend), err)
+	}
+	rss1, threads1 := procStatus(t, pid)
+	ag.close()
+	<-agentDone
+
+	var total soakResult
+	var tb strings.Builder
+	fmt.Fprintf(&tb, "soak %s (%s with the drain), daemon pid %d\n", duration, took.Round(time.Second), pid)
+	fmt.Fprintf(&tb, "| load | workers | attempts | ok | refused | timeout | other | conn/s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range loads {
+		r := l.r
+		fmt.Fprintf(&tb, "| %s | %d | %d | %d | %d | %d | %d | %.0f |\n", l.name, l.workers, r.Attempts, r.OK, r.Refused, r.Timeout, r.Other, float64(r.Attempts)/r.Seconds)
+		total.Attempts += r.Attempts
+		total.OK += r.OK
+		total.Refused += r.Refused
+		total.Timeout += r.Timeout
+		total.Other += r.Other
+		if r.Timeout > 0 {
+			t.Errorf("%s: %d connections timed out: a packet got no verdict (nothing in this setup drops)", l.name, r.Timeout)
+		}
+		if r.Other > 0 {
+			t.Errorf("%s: %d connections failed otherwise, first: %s", l.name, r.Other, r.FirstOther)
+		}
+		if r.Attempts == 0 {
+			t.Errorf("%s: no connection attempted", l.name)
+		}
+	}
+	fmt.Fprintf(&tb, "| all | | %d | %d | %d | %d | %d | %.0f |\n", total.Attempts, total.OK, total.Refused, total.Timeout, total.Other, float64(total.Attempts)/duration.Seconds())
+	decided := st1.Decided - st0.Decided
+	fmt.Fprintf(&tb, "\n| daemon | start | end |\n|---|---:|---:|\n")
+	fmt.Fprintf(&tb, "| decided (allowed / denied) | %d (%d / %d) | %d (%d / %d) |\n", st0.Decided, st0.Allowed, st0.Denied, st1.Decided, st1.Allowed, st1.Denied)
+	fmt.Fprintf(&tb, "| pending groups | %d | %d |\n", st0.Pending, st1.Pending)
+	fmt.Fprintf(&tb, "| kernel queue waiting (dropped, user dropped) | %d (%d, %d) | %d (%d, %d) |\n",
+		st0.QueueWaiting, st0.QueueDropped, st0.QueueUserDropped, st1.QueueWaiting, st1.QueueDropped, st1.QueueUserDropped)
+	fmt.Fprintf(&tb, "| RSS | %.1f MB | %.1f MB |\n", float64(rss0)/1e6, float64(rss1)/1e6)
+	fmt.Fprintf(&tb, "| OS threads (no goroutine count is exposed) | %d | %d |\n", threads0, threads1)
+	fmt.Fprintf(&tb, "\nagent: asked %d times, answered %d, %d answers too late; %.0f decisions/s\n",
+		asked.Load(), answered.Load(), answerErrs.Load(), float64(decided)/took.Seconds())
+	t.Log("\n" + tb.String())
+
+	if decided < uint64(total.OK+total.Refused) {
+		t.Errorf("daemon decided %d connections, but the clients saw %d end with a verdict", decided, total.OK+total.Refused)
+	}
+	if st1.Allowed-st0.Allowed < uint64(total.OK) {
+		t.Errorf("daemon allowed %d connections, but %d went through", st1.Allowed-st0.Allowed, total.OK)
+	}
+	if st1.Decided != st1.Allowed+st1.Denied {
+		t.Errorf("decided %d != allowed %d + denied %d", st1.Decided, st1.Allowed, st1.Denied)
+	}
+	if asked.Load() == 0 {
+		t.Error("the agent was never asked: no pending connections in the mix")
+	}
+	if limit := 2*rss0 + 20<<20; rss1 > limit {
+		t.Errorf("daemon RSS grew from %.1f MB to %.1f MB (limit 2× start + 20 MB = %.1f MB)", float64(rss0)/1e6, float64(rss1)/1e6, float64(limit)/1e6)
+	}
+	if d.exited() {
+		t.Fatalf("the daemon exited during the soak: %v\n%s", d.err, d.out)
+	}
+}
