@@ -67,8 +67,14 @@ type soakResult struct {
 	Seconds    float64 `json:"seconds"`
 }
 
-// procStatus reads VmRSS (bytes) and Threads from /proc/PID/status.
-func procStatus(t *testing.T, pid int) (rss uint64, threads int) {
+// memStatus is the daemon's memory from /proc/PID/status, in bytes.
+type memStatus struct {
+	rss, anon, file uint64 // VmRSS, RssAnon, RssFile (the mapped database and the binary)
+	threads         int
+}
+
+// procStatus reads the daemon's memory and thread count.
+func procStatus(t *testing.T, pid int) (m memStatus) {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -81,18 +87,22 @@ func procStatus(t *testing.T, pid int) (rss uint64, threads int) {
 		if len(fields) < 2 {
 			continue
 		}
+		kb, _ := strconv.ParseUint(fields[1], 10, 64)
 		switch fields[0] {
 		case "VmRSS:":
-			kb, _ := strconv.ParseUint(fields[1], 10, 64)
-			rss = kb * 1024
+			m.rss = kb * 1024
+		case "RssAnon:":
+			m.anon = kb * 1024
+		case "RssFile:":
+			m.file = kb * 1024
 		case "Threads:":
-			threads, _ = strconv.Atoi(fields[1])
+			m.threads = int(kb)
 		}
 	}
-	if rss == 0 || threads == 0 {
-		t.Fatalf("no VmRSS or Threads in /proc/%d/status", pid)
+	if m.rss == 0 || m.anon == 0 || m.threads == 0 {
+		t.Fatalf("no VmRSS, RssAnon or Threads in /proc/%d/status", pid)
 	}
-	return rss, threads
+	return m
 }
 
 // TestIntegrationSoak holds a steady load of new connections through the
@@ -170,7 +180,7 @@ port = %d
 	if err != nil {
 		t.Fatal(err)
 	}
-	rss0, threads0 := procStatus(t, pid)
+	m0 := procStatus(t, pid)
 
 	// Root's agent: answers two thirds of the prompts, lets the rest time out.
 	ag := newAgent(t, b.Addr)
@@ -228,6 +238,20 @@ port = %d
 		l.p = startProc(t, "ip", "netns", "exec", e.pair.Client, l.exe, "-addr", l.addrs,
 			"-workers", strconv.Itoa(l.workers), "-duration", duration.String(), "-timeout", "15s")
 	}
+	// A warm sample: the daemon's memory once it has decided warmDecided
+	// connections (its heap has grown to its working size by then), or at
+	// the end of the load if it never gets there.
+	const warmDecided = 10_000
+	var mWarm memStatus
+	var warmAt uint64
+	waitFor(t, duration+60*time.Second, "the warm sample", func() bool {
+		st, err := c.GetStatus(ctx)
+		if err == nil && st.Decided >= warmDecided || loads[0].p.exited() {
+			mWarm, warmAt = procStatus(t, pid), st.Decided
+			return true
+		}
+		return false
+	})
 	for _, l := range loads {
 		select {
 		case <-l.p.done:
@@ -254,7 +278,12 @@ port = %d
 	if err != nil || len(pend) != 0 {
 		t.Errorf("ListPending at the end: %d groups, %v", len(pend), err)
 	}
-	rss1, threads1 := procStatus(t, pid)
+	m1 := procStatus(t, pid)
+	dbInfo, err := os.Stat(filepath.Join(e.dir, "tollgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbSize := uint64(dbInfo.Size())
 	ag.close()
 	<-agentDone
 
@@ -282,13 +311,17 @@ port = %d
 	}
 	fmt.Fprintf(&tb, "| all | | %d | %d | %d | %d | %d | %.0f |\n", total.Attempts, total.OK, total.Refused, total.Timeout, total.Other, float64(total.Attempts)/duration.Seconds())
 	decided := st1.Decided - st0.Decided
-	fmt.Fprintf(&tb, "\n| daemon | start | end |\n|---|---:|---:|\n")
-	fmt.Fprintf(&tb, "| decided (allowed / denied) | %d (%d / %d) | %d (%d / %d) |\n", st0.Decided, st0.Allowed, st0.Denied, st1.Decided, st1.Allowed, st1.Denied)
-	fmt.Fprintf(&tb, "| pending groups | %d | %d |\n", st0.Pending, st1.Pending)
-	fmt.Fprintf(&tb, "| kernel queue waiting (dropped, user dropped) | %d (%d, %d) | %d (%d, %d) |\n",
+	fmt.Fprintf(&tb, "\n| daemon | start (idle) | warm (%d decided) | end |\n|---|---:|---:|---:|\n", warmAt)
+	fmt.Fprintf(&tb, "| decided (allowed / denied) | %d (%d / %d) | | %d (%d / %d) |\n", st0.Decided, st0.Allowed, st0.Denied, st1.Decided, st1.Allowed, st1.Denied)
+	fmt.Fprintf(&tb, "| pending groups | %d | | %d |\n", st0.Pending, st1.Pending)
+	fmt.Fprintf(&tb, "| kernel queue waiting (dropped, user dropped) | %d (%d, %d) | | %d (%d, %d) |\n",
 		st0.QueueWaiting, st0.QueueDropped, st0.QueueUserDropped, st1.QueueWaiting, st1.QueueDropped, st1.QueueUserDropped)
-	fmt.Fprintf(&tb, "| RSS | %.1f MB | %.1f MB |\n", float64(rss0)/1e6, float64(rss1)/1e6)
-	fmt.Fprintf(&tb, "| OS threads (no goroutine count is exposed) | %d | %d |\n", threads0, threads1)
+	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+	fmt.Fprintf(&tb, "| RSS | %s | %s | %s |\n", mb(m0.rss), mb(mWarm.rss), mb(m1.rss))
+	fmt.Fprintf(&tb, "| RSS anonymous (heap, stacks) | %s | %s | %s |\n", mb(m0.anon), mb(mWarm.anon), mb(m1.anon))
+	fmt.Fprintf(&tb, "| RSS file-backed (mapped database, binary) | %s | %s | %s |\n", mb(m0.file), mb(mWarm.file), mb(m1.file))
+	fmt.Fprintf(&tb, "| database file (connection log, log_max_entries) | | | %s |\n", mb(dbSize))
+	fmt.Fprintf(&tb, "| OS threads (no goroutine count is exposed) | %d | %d | %d |\n", m0.threads, mWarm.threads, m1.threads)
 	fmt.Fprintf(&tb, "\nagent: asked %d times, answered %d, %d answers too late; %.0f decisions/s\n",
 		asked.Load(), answered.Load(), answerErrs.Load(), float64(decided)/took.Seconds())
 	t.Log("\n" + tb.String())
@@ -305,8 +338,14 @@ port = %d
 	if asked.Load() == 0 {
 		t.Error("the agent was never asked: no pending connections in the mix")
 	}
-	if limit := 2*rss0 + 20<<20; rss1 > limit {
-		t.Errorf("daemon RSS grew from %.1f MB to %.1f MB (limit 2× start + 20 MB = %.1f MB)", float64(rss0)/1e6, float64(rss1)/1e6, float64(limit)/1e6)
+	// Memory must not grow without bound: the heap stays within 2× its
+	// warm size + 20 MB, and what is file-backed is the mapped database,
+	// whose connection log is bounded (log_max_entries), and the binary.
+	if limit := 2*mWarm.anon + 20<<20; m1.anon > limit {
+		t.Errorf("daemon anonymous RSS grew from %s (warm) to %s (limit 2× warm + 20 MB = %s)", mb(mWarm.anon), mb(m1.anon), mb(limit))
+	}
+	if limit := m0.file + dbSize + 20<<20; m1.file > limit {
+		t.Errorf("daemon file-backed RSS grew from %s to %s, more than the database file (%s) + 20 MB", mb(m0.file), mb(m1.file), mb(dbSize))
 	}
 	if d.exited() {
 		t.Fatalf("the daemon exited during the soak: %v\n%s", d.err, d.out)
