@@ -53,14 +53,7 @@ func newTestEnv(t testing.TB) *testEnv {
 			t.Fatalf("test user %d: %v (dbus-daemon needs callers with a passwd entry)", uid, err)
 		}
 	}
-	dir, err := os.MkdirTemp("", "tollgate-bus-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := bustest.Dir(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

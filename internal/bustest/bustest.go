@@ -81,6 +81,13 @@ func ConfigWithPolicy(sock, policy string, withPolkit bool) string {
 // cleanup). It needs the dbus-daemon binary (make deps installs it).
 func Start(t testing.TB, withPolkit bool) *Bus {
 	t.Helper()
+	return StartIn(t, Dir(t), withPolkit)
+}
+
+// Dir makes a directory every user can reach (for the bus socket and for
+// programs that run as other users), removed at cleanup.
+func Dir(t testing.TB) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "tollgate-bus-")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +96,7 @@ func Start(t testing.TB, withPolkit bool) *Bus {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return StartIn(t, dir, withPolkit)
+	return dir
 }
 
 // StartWithPolicy is Start with the D-Bus policy file at policy included
@@ -100,14 +107,7 @@ func StartWithPolicy(t testing.TB, policy string, withPolkit bool) *Bus {
 	if _, err := os.Stat(policy); err != nil {
 		t.Fatalf("D-Bus policy: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "tollgate-bus-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := Dir(t)
 	return startIn(t, dir, ConfigWithPolicy(filepath.Join(dir, "bus.sock"), policy, withPolkit))
 }
 
