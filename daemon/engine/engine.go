@@ -349,6 +349,13 @@ func (e *Engine) give(id uint32, h held, a shared.Action) {
 // decide runs the whole path for one packet.
 func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 	mode := e.Mode()
+	if mode == config.ModeDisabled {
+		// Everything allowed, nothing logged: no need to know who it is.
+		if h, ok := e.claim(p.ID); ok {
+			e.give(p.ID, h, shared.ActionAllow)
+		}
+		return
+	}
 	var pkt packet.Packet
 	if err := packet.Decode(p.Payload, &pkt); err != nil {
 		e.undecodable.Add(1)
@@ -361,26 +368,18 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		e.opts.Namer.Name(&c) // after attribution: names belong to the process
 	}
 	var v shared.Verdict
-	var rule *shared.Rule
-	switch mode {
-	case config.ModeDisabled:
-		if h, ok := e.claim(p.ID); ok {
-			e.give(p.ID, h, shared.ActionAllow)
-		}
+	d := e.rules.Load().Decide(&c, c.Time)
+	rule := d.Rule
+	switch {
+	case rule != nil:
+		v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation + hostReason(d.HostMatched, c.HostSource)}
+	case mode == config.ModeEnforcing && e.asker != nil && e.asker.Ask(pending.Packet{ID: p.ID, Conn: c}):
+		// Held: the answer, the prompt timeout or the watchdog gives the
+		// verdict through Resolve or settleDefault.
 		return
 	default:
-		d := e.rules.Load().Decide(&c, c.Time)
-		rule = d.Rule
-		if rule != nil {
-			v = shared.Verdict{Action: d.Action, RuleID: rule.ID, Reason: d.Explanation + hostReason(d.HostMatched, c.HostSource)}
-		} else if mode == config.ModeEnforcing && e.asker != nil && e.asker.Ask(pending.Packet{ID: p.ID, Conn: c}) {
-			// Held: the answer, the prompt timeout or the watchdog gives
-			// the verdict through Resolve or settleDefault.
-			return
-		} else {
-			v = shared.Verdict{Action: e.opts.DefaultAction,
-				Reason: fmt.Sprintf("no rule matched and nobody can be asked: default action %s", e.opts.DefaultAction)}
-		}
+		v = shared.Verdict{Action: e.opts.DefaultAction,
+			Reason: fmt.Sprintf("no rule matched and nobody can be asked: default action %s", e.opts.DefaultAction)}
 	}
 	act := v.Action
 	if mode == config.ModeMonitor {
@@ -399,7 +398,6 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 	e.record(c, v)
 }
 
-// connection builds the attributed connection for a decoded packet.
 // Resolve gives the verdict of an answered (or expired) pending group to
 // each of its packets that nobody else has decided meanwhile, and logs them.
 func (e *Engine) Resolve(pkts []pending.Packet, v shared.Verdict) {
@@ -416,6 +414,7 @@ func (e *Engine) Resolve(pkts []pending.Packet, v shared.Verdict) {
 	}
 }
 
+// connection builds the attributed connection for a decoded packet.
 func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Packet) shared.Connection {
 	c := shared.Connection{
 		ID:       e.nextID.Add(1),
