@@ -107,6 +107,7 @@ var wantRules = map[string]map[string]string{
 -A TOLLGATE-OUT -p tcp -m mark --mark 0x100000/0x100000 -j REJECT --reject-with tcp-reset
 -A TOLLGATE-OUT -m mark --mark 0x100000/0x100000 -j REJECT --reject-with icmp-port-unreachable
 -A TOLLGATE-OUT -o lo -j RETURN
+-A TOLLGATE-OUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num 7467
 -A TOLLGATE-OUT -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `,
 		ChainIn: `-N TOLLGATE-IN
@@ -114,6 +115,7 @@ var wantRules = map[string]map[string]string{
 -A TOLLGATE-IN -m mark --mark 0x100000/0x100000 -j REJECT --reject-with icmp-port-unreachable
 -A TOLLGATE-IN -p udp -m udp --sport 53 -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num 7468 --queue-bypass
 -A TOLLGATE-IN -i lo -j RETURN
+-A TOLLGATE-IN -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num 7467
 -A TOLLGATE-IN -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `,
 	},
@@ -125,6 +127,7 @@ var wantRules = map[string]map[string]string{
 -A TOLLGATE-OUT -m mark --mark 0x100000/0x100000 -j REJECT --reject-with icmp6-port-unreachable
 -A TOLLGATE-OUT -o lo -j RETURN
 -A TOLLGATE-OUT -p ipv6-icmp -m icmp6 ! --icmpv6-type 128 -j RETURN
+-A TOLLGATE-OUT -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num 7467
 -A TOLLGATE-OUT -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `,
 		ChainIn: `-N TOLLGATE-IN
@@ -133,6 +136,7 @@ var wantRules = map[string]map[string]string{
 -A TOLLGATE-IN -p udp -m udp --sport 53 -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num 7468 --queue-bypass
 -A TOLLGATE-IN -i lo -j RETURN
 -A TOLLGATE-IN -p ipv6-icmp -m icmp6 ! --icmpv6-type 128 -j RETURN
+-A TOLLGATE-IN -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num 7467
 -A TOLLGATE-IN -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `,
 	},
@@ -532,7 +536,17 @@ func counter(t *testing.T, cmd, chain, match string) uint64 {
 	return found[0]
 }
 
-const queueMatch = "--ctstate NEW -j NFQUEUE --queue-num 7467"
+// The connection queue's two rules: every TCP SYN, and anything else NEW.
+const (
+	queueMatch = "--ctstate NEW -j NFQUEUE --queue-num 7467"
+	synMatch   = "--tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num 7467"
+)
+
+// queued is what the connection queue's rules of chain counted.
+func queued(t *testing.T, cmd, chain string) uint64 {
+	t.Helper()
+	return counter(t, cmd, chain, queueMatch) + counter(t, cmd, chain, synMatch)
+}
 
 // mustBeQueuedAndDropped connects from ns to addr and checks that the
 // connection-queue rule of chain counted the SYN and that the connection
@@ -540,10 +554,10 @@ const queueMatch = "--ctstate NEW -j NFQUEUE --queue-num 7467"
 // drops the packet as it is queued.
 func mustBeQueuedAndDropped(t *testing.T, cmd, chain, ns, addr string) {
 	t.Helper()
-	base := counter(t, cmd, chain, queueMatch)
+	base := queued(t, cmd, chain)
 	res, cancel := dial(t, ns, "tcp", addr, 0)
 	waitFor(t, fmt.Sprintf("%s %s to queue the SYN to %s", cmd, chain, addr), func() bool {
-		return counter(t, cmd, chain, queueMatch) > base
+		return queued(t, cmd, chain) > base
 	})
 	select {
 	case err := <-res:
@@ -605,7 +619,7 @@ func TestIntegrationTraffic(t *testing.T) {
 			}
 			// The packets did go through the queue rule (and were let
 			// through by the bypass), not around it.
-			if counter(t, cmd4, ChainOut, queueMatch) == 0 || counter(t, cmd6, ChainIn, queueMatch) == 0 {
+			if queued(t, cmd4, ChainOut) == 0 || queued(t, cmd6, ChainIn) == 0 {
 				t.Error("fail-open connections did not pass the queue rule")
 			}
 		})

@@ -41,6 +41,7 @@ func TestInstallDefaultRules(t *testing.T) {
 -A TOLLGATE-OUT -p tcp -m mark --mark 0x100000/0x100000 -j REJECT --reject-with tcp-reset
 -A TOLLGATE-OUT -m mark --mark 0x100000/0x100000 -j REJECT --reject-with icmp-port-unreachable
 -A TOLLGATE-OUT -o lo -j RETURN
+-A TOLLGATE-OUT -p tcp --syn -j NFQUEUE --queue-num 7467
 -A TOLLGATE-OUT -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `
 	want6 := `-P INPUT ACCEPT
@@ -52,6 +53,7 @@ func TestInstallDefaultRules(t *testing.T) {
 -A TOLLGATE-OUT -m mark --mark 0x100000/0x100000 -j REJECT --reject-with icmp6-port-unreachable
 -A TOLLGATE-OUT -o lo -j RETURN
 -A TOLLGATE-OUT -p ipv6-icmp -m icmp6 ! --icmpv6-type 128 -j RETURN
+-A TOLLGATE-OUT -p tcp --syn -j NFQUEUE --queue-num 7467
 -A TOLLGATE-OUT -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `
 	if got := v4.dump(); got != want4 {
@@ -75,11 +77,13 @@ func TestInstallInboundWithDNSRules(t *testing.T) {
 -A TOLLGATE-OUT -p tcp -m mark --mark 0x4000/0x4000 -j REJECT --reject-with tcp-reset
 -A TOLLGATE-OUT -m mark --mark 0x4000/0x4000 -j REJECT --reject-with icmp-port-unreachable
 -A TOLLGATE-OUT -o lo -j RETURN
+-A TOLLGATE-OUT -p tcp --syn -j NFQUEUE --queue-num 7467
 -A TOLLGATE-OUT -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 -A TOLLGATE-IN -p tcp -m mark --mark 0x4000/0x4000 -j REJECT --reject-with tcp-reset
 -A TOLLGATE-IN -m mark --mark 0x4000/0x4000 -j REJECT --reject-with icmp-port-unreachable
 -A TOLLGATE-IN -p udp -m udp --sport 53 -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num 7468 --queue-bypass
 -A TOLLGATE-IN -i lo -j RETURN
+-A TOLLGATE-IN -p tcp --syn -j NFQUEUE --queue-num 7467
 -A TOLLGATE-IN -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467
 `
 	if got := v4.dump(); got != want4 {
@@ -96,6 +100,7 @@ func TestInstallInboundWithDNSRules(t *testing.T) {
 		"-A TOLLGATE-IN -p udp -m udp --sport 53 -m conntrack ! --ctstate NEW -j NFQUEUE --queue-num 7468 --queue-bypass",
 		"-A TOLLGATE-IN -i lo -j RETURN",
 		"-A TOLLGATE-IN -p ipv6-icmp -m icmp6 ! --icmpv6-type 128 -j RETURN",
+		"-A TOLLGATE-IN -p tcp --syn -j NFQUEUE --queue-num 7467",
 		"-A TOLLGATE-IN -m conntrack --ctstate NEW -j NFQUEUE --queue-num 7467",
 	}
 	if !slices.Equal(in6, want6) {
@@ -206,14 +211,16 @@ func TestInstallOrder(t *testing.T) {
 			}
 			rejectTCP, reject := pos("--reject-with tcp-reset"), pos("port-unreachable")
 			dns, lo, icmp6, queue := pos("--sport 53"), pos(" lo "), pos("icmpv6-type"), pos("--queue-num 1")
+			syn := pos("--syn")
 			if rejectTCP != 1 || reject != 2 {
 				t.Errorf("%s: reject rules not first:\n%s", c, strings.Join(lines, "\n"))
 			}
 			if c == ChainIn && !(dns > reject && dns < lo) {
 				t.Errorf("%s: DNS rule not between reject and loopback:\n%s", c, strings.Join(lines, "\n"))
 			}
-			if lo < 0 || queue != len(lines)-1 || lo > queue {
-				t.Errorf("%s: loopback return must precede the queue rule, which is last:\n%s", c, strings.Join(lines, "\n"))
+			// The queue rules come last: every TCP SYN, then anything NEW.
+			if lo < 0 || syn != len(lines)-2 || queue != syn || !strings.Contains(lines[len(lines)-1], "--ctstate NEW -j NFQUEUE --queue-num 1") || lo > queue {
+				t.Errorf("%s: loopback return must precede the queue rules, which are last:\n%s", c, strings.Join(lines, "\n"))
 			}
 			if f == v6 && !(icmp6 > 0 && icmp6 < queue) {
 				t.Errorf("%s: ICMPv6 return must precede the queue:\n%s", c, strings.Join(lines, "\n"))
