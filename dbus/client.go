@@ -128,17 +128,23 @@ func (c *Client) ListRules(ctx context.Context) ([]shared.Rule, error) {
 	if err := c.call(ctx, MethodListRules, []any{&raw}); err != nil {
 		return nil, err
 	}
+	return decodeList(MethodListRules, "rule", raw, shared.RuleFromFields)
+}
+
+// decodeList reads a list of records (aa{sv}) a method returned, each with
+// dec; errors name the method and the record.
+func decodeList[T any](method, what string, raw []map[string]godbus.Variant, dec func(map[string]any) (T, error)) ([]T, error) {
 	fs, err := FieldsList(raw)
 	if err != nil {
-		return nil, fmt.Errorf("ListRules: %w", err)
+		return nil, fmt.Errorf("%s: %w", method, err)
 	}
-	out := make([]shared.Rule, 0, len(fs))
+	out := make([]T, 0, len(fs))
 	for i, f := range fs {
-		r, err := shared.RuleFromFields(f)
+		v, err := dec(f)
 		if err != nil {
-			return nil, fmt.Errorf("ListRules: rule %d: %w", i, err)
+			return nil, fmt.Errorf("%s: %s %d: %w", method, what, i, err)
 		}
-		out = append(out, r)
+		out = append(out, v)
 	}
 	return out, nil
 }
@@ -200,19 +206,7 @@ func (c *Client) ListPending(ctx context.Context) ([]shared.Pending, error) {
 	if err := c.call(ctx, MethodListPending, []any{&raw}); err != nil {
 		return nil, err
 	}
-	fs, err := FieldsList(raw)
-	if err != nil {
-		return nil, fmt.Errorf("ListPending: %w", err)
-	}
-	out := make([]shared.Pending, 0, len(fs))
-	for i, f := range fs {
-		p, err := shared.PendingFromFields(f)
-		if err != nil {
-			return nil, fmt.Errorf("ListPending: record %d: %w", i, err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return decodeList(MethodListPending, "record", raw, shared.PendingFromFields)
 }
 
 // Answer answers pending group a.PendingID.
@@ -227,19 +221,7 @@ func (c *Client) RecentConnections(ctx context.Context, f shared.LogFilter) ([]s
 	if err := c.call(ctx, MethodRecentConnections, []any{&raw}, Variants(f.Fields())); err != nil {
 		return nil, err
 	}
-	fs, err := FieldsList(raw)
-	if err != nil {
-		return nil, fmt.Errorf("RecentConnections: %w", err)
-	}
-	out := make([]shared.LogEntry, 0, len(fs))
-	for i, f := range fs {
-		e, err := shared.LogEntryFromFields(f)
-		if err != nil {
-			return nil, fmt.Errorf("RecentConnections: record %d: %w", i, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return decodeList(MethodRecentConnections, "record", raw, shared.LogEntryFromFields)
 }
 
 // Explain asks which rules match connection c and which one decides.
@@ -249,19 +231,11 @@ func (c *Client) Explain(ctx context.Context, conn shared.Connection) (shared.Ex
 	if err := c.call(ctx, MethodExplain, []any{&text, &raw}, Variants(conn.Fields())); err != nil {
 		return shared.Explanation{}, err
 	}
-	fs, err := FieldsList(raw)
+	cands, err := decodeList(MethodExplain, "candidate", raw, shared.CandidateFromFields)
 	if err != nil {
-		return shared.Explanation{}, fmt.Errorf("Explain: %w", err)
+		return shared.Explanation{}, err
 	}
-	ex := shared.Explanation{Text: text}
-	for i, f := range fs {
-		cand, err := shared.CandidateFromFields(f)
-		if err != nil {
-			return shared.Explanation{}, fmt.Errorf("Explain: candidate %d: %w", i, err)
-		}
-		ex.Candidates = append(ex.Candidates, cand)
-	}
-	return ex, nil
+	return shared.Explanation{Text: text, Candidates: cands}, nil
 }
 
 // writableFields are r's fields without the bookkeeping the daemon keeps.
