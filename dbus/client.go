@@ -362,17 +362,11 @@ func ParseSignal(s *godbus.Signal) (Signal, bool) {
 	sig := Signal{Name: member}
 	switch member {
 	case SignalConnectionPending:
-		if len(s.Body) != 1 {
-			return Signal{}, false
-		}
-		raw, ok := s.Body[0].(map[string]godbus.Variant)
+		f, ok := bodyFields(s.Body)
 		if !ok {
 			return Signal{}, false
 		}
-		f, err := Fields(raw)
-		if err != nil {
-			return Signal{}, false
-		}
+		var err error
 		if sig.Pending, err = shared.PendingFromFields(f); err != nil {
 			return Signal{}, false
 		}
@@ -388,17 +382,11 @@ func ParseSignal(s *godbus.Signal) (Signal, bool) {
 		sig.ID, sig.Action = id, shared.Action(a)
 	case SignalRulesChanged:
 	case SignalStatusChanged:
-		if len(s.Body) != 1 {
-			return Signal{}, false
-		}
-		raw, ok := s.Body[0].(map[string]godbus.Variant)
+		f, ok := bodyFields(s.Body)
 		if !ok {
 			return Signal{}, false
 		}
-		f, err := Fields(raw)
-		if err != nil {
-			return Signal{}, false
-		}
+		var err error
 		if sig.Status, err = shared.StatusFromFields(f); err != nil {
 			return Signal{}, false
 		}
@@ -427,4 +415,18 @@ func isNameHasNoOwner(err error) bool {
 		return de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"
 	}
 	return false
+}
+
+// bodyFields reads a signal body that is one a{sv}, bounded like every
+// field map from the bus.
+func bodyFields(body []any) (map[string]any, bool) {
+	if len(body) != 1 {
+		return nil, false
+	}
+	raw, ok := body[0].(map[string]godbus.Variant)
+	if !ok {
+		return nil, false
+	}
+	f, err := Fields(raw)
+	return f, err == nil
 }
