@@ -9,7 +9,9 @@ LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 10s
 # Debian packages the tests and the demo need; installed only when missing.
 DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps dbus dbus-daemon \
-             rpm lintian systemd
+             rpm lintian systemd \
+             libgl1-mesa-dev xorg-dev libxkbcommon-dev libwayland-dev \
+             xvfb xdotool imagemagick
 # Repository-local tools (go install), pinned.
 TOOLS     := $(CURDIR)/bin/tools
 NFPM_VERSION := v2.45.2
@@ -21,9 +23,12 @@ DIST      := dist
 # Where the packages go (the staging directory is always dist/stage).
 PKG_OUT   ?= $(DIST)
 
-export CGO_ENABLED ?= 0
+# The daemon and the CLI are built without cgo (internal/deptest keeps them
+# so); tollgate-tray needs it (Fyne's OpenGL driver), and so do the tests of
+# ui/tray, so cgo is chosen per build, not exported.
+NOCGO     := CGO_ENABLED=0
 
-.PHONY: all deps build test test-unit fuzz bench bench-go demo vet clean tools deb rpm packages stage lint-packages
+.PHONY: all deps build tray test test-unit fuzz bench bench-go demo vet clean tools deb rpm packages stage lint-packages
 
 all: build
 
@@ -41,11 +46,16 @@ deps:
 tools: $(NFPM)
 $(NFPM):
 	@mkdir -p $(TOOLS)
-	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	GOBIN=$(TOOLS) $(NOCGO) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 build: deps
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./daemon/cmd/tollgated ./internal/cmd/tgprobe ./internal/cmd/tgdemo
+	$(NOCGO) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./daemon/cmd/tollgated ./internal/cmd/tgprobe ./internal/cmd/tgdemo
+
+# The tray app (cgo, Fyne): about 3 minutes on 2 CPUs with a cold cache.
+tray: deps
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./ui/cmd/tollgate-tray
 
 vet:
 	$(GO) vet ./...
@@ -83,7 +93,7 @@ fuzz: deps
 # (root, in namespaces it creates and removes): a table on stdout and
 # bench/results.json. BENCH_QUICK=1: a fast smoke run of both.
 bench: build bench-go
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./internal/cmd/tgbench ./internal/cmd/tgload ./internal/cmd/tgbare
+	$(NOCGO) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./internal/cmd/tgbench ./internal/cmd/tgload ./internal/cmd/tgbare
 	$(BIN)/tgbench -bin $(BIN) $(if $(filter 1,$(BENCH_QUICK)),-quick) -out bench/results.json
 
 bench-go: deps
@@ -97,7 +107,7 @@ demo: build
 # with every key commented out.
 stage:
 	@mkdir -p $(DIST)/stage $(PKG_OUT)
-	$(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(DIST)/stage/ ./daemon/cmd/tollgated ./ui/cmd/tollgate
+	$(NOCGO) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(DIST)/stage/ ./daemon/cmd/tollgated ./ui/cmd/tollgate
 	$(DIST)/stage/tollgated --print-default-config | sed -E 's/^([a-z_]+[[:space:]]*=)/# \1/' > $(DIST)/stage/config.toml
 	@{ echo "tollgate ($(PKG_VERSION)-1) unstable; urgency=medium"; echo; \
 	  echo "  * Built from git commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)."; echo; \
