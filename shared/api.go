@@ -451,7 +451,7 @@ func ConnectionFromFields(f map[string]any) (Connection, error) {
 }
 
 // Fields encodes a log entry as its connection's field map plus the
-// verdict: string action rule_id reason, bool monitor.
+// verdict: string action rule_id reason, bool monitor unasked.
 func (e LogEntry) Fields() map[string]any {
 	f := e.Connection.Fields()
 	f["action"] = string(e.Verdict.Action)
@@ -463,6 +463,9 @@ func (e LogEntry) Fields() map[string]any {
 	}
 	if e.Verdict.Monitor {
 		f["monitor"] = true
+	}
+	if e.Verdict.Unasked {
+		f["unasked"] = true
 	}
 	return f
 }
@@ -485,6 +488,8 @@ func LogEntryFromFields(f map[string]any) (LogEntry, error) {
 			e.Verdict.Reason, err = asString(k, v)
 		case "monitor":
 			e.Verdict.Monitor, err = asBool(k, v)
+		case "unasked":
+			e.Verdict.Unasked, err = asBool(k, v)
 		default:
 			conn[k] = v
 		}

@@ -387,3 +387,20 @@ func FuzzUnmarshalJSON(f *testing.F) {
 		checkRoundTrip(t, r)
 	})
 }
+
+func TestLogEntryFieldsKeepUnasked(t *testing.T) {
+	for _, unasked := range []bool{false, true} {
+		e := LogEntry{Connection: Connection{ID: 4, UID: 1000, GID: -1},
+			Verdict: Verdict{Action: ActionDeny, Reason: "default", Unasked: unasked}}
+		back, err := LogEntryFromFields(e.Fields())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.Verdict != e.Verdict {
+			t.Errorf("unasked=%v: round trip gave %+v", unasked, back.Verdict)
+		}
+	}
+	if _, err := LogEntryFromFields(map[string]any{"action": "deny", "unasked": "yes"}); err == nil {
+		t.Error("a string unasked was accepted")
+	}
+}

@@ -167,6 +167,11 @@ type Verdict struct {
 	RuleID  string `json:"rule_id,omitempty"` // rule that decided; "" for the default action
 	Reason  string `json:"reason,omitempty"`  // human explanation: which rule won and why, or why the default applied
 	Monitor bool   `json:"monitor,omitempty"` // monitor mode: Action is what would have happened, the packet was accepted
+	// Unasked: no rule matched and no agent could be asked (none
+	// registered, the pending bounds were full, or the agent asked went
+	// away), so the default action applied without a prompt. A tray tells
+	// its user about such connections afterwards.
+	Unasked bool `json:"unasked,omitempty"`
 }
 
 // LogEntry is one record of the connection log.

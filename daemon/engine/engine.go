@@ -378,7 +378,7 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet) {
 		// verdict through Resolve or settleDefault.
 		return
 	default:
-		v = shared.Verdict{Action: e.opts.DefaultAction,
+		v = shared.Verdict{Action: e.opts.DefaultAction, Unasked: true,
 			Reason: fmt.Sprintf("no rule matched and nobody can be asked: default action %s", e.opts.DefaultAction)}
 	}
 	act := v.Action

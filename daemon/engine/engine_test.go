@@ -221,8 +221,11 @@ func TestRuleAllowsAndEverythingElseGetsTheDefault(t *testing.T) {
 				t.Errorf("curl:443 logged as %+v", le.Verdict)
 			}
 		}
-		if le.Verdict.RuleID == "" && !strings.Contains(le.Verdict.Reason, "default action deny") {
-			t.Errorf("default verdict reason %q", le.Verdict.Reason)
+		if le.Verdict.RuleID == "" && (!strings.Contains(le.Verdict.Reason, "default action deny") || !le.Verdict.Unasked) {
+			t.Errorf("default verdict %+v: want its reason and unasked (no agent here)", le.Verdict)
+		}
+		if le.Verdict.RuleID != "" && le.Verdict.Unasked {
+			t.Errorf("a rule's verdict marked unasked: %+v", le.Verdict)
 		}
 	}
 	if hits := h.e.TakeHits(); hits["curl"].Count != 1 {

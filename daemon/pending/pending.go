@@ -257,7 +257,7 @@ func (b *Broker) Len() int {
 func (b *Broker) Expire() int {
 	now := b.opts.Now()
 	return b.endWhere(func(g *group) bool { return !now.Before(g.Deadline) },
-		fmt.Sprintf("nobody answered within %s: default action %s", b.opts.Timeout, b.opts.Default))
+		fmt.Sprintf("nobody answered within %s: default action %s", b.opts.Timeout, b.opts.Default), false)
 }
 
 // AgentGone forgets an agent: groups offered to nobody else end with the
@@ -269,15 +269,17 @@ func (b *Broker) AgentGone(name string) int {
 	}
 	b.mu.Unlock()
 	return b.endWhere(func(g *group) bool { return len(g.Agents) == 0 },
-		fmt.Sprintf("the agent asked went away: default action %s", b.opts.Default))
+		fmt.Sprintf("the agent asked went away: default action %s", b.opts.Default), true)
 }
 
 // Close ends every group with the default verdict.
 func (b *Broker) Close() int {
-	return b.endWhere(func(*group) bool { return true }, fmt.Sprintf("daemon stopping: default action %s", b.opts.Default))
+	return b.endWhere(func(*group) bool { return true }, fmt.Sprintf("daemon stopping: default action %s", b.opts.Default), true)
 }
 
-func (b *Broker) endWhere(cond func(*group) bool, reason string) int {
+// endWhere ends the groups cond picks with the default verdict; unasked
+// says no answer could come (see shared.Verdict.Unasked).
+func (b *Broker) endWhere(cond func(*group) bool, reason string, unasked bool) int {
 	type endedGroup struct {
 		g    Group
 		pkts []Packet
@@ -292,7 +294,7 @@ func (b *Broker) endWhere(cond func(*group) bool, reason string) int {
 	}
 	b.mu.Unlock()
 	sort.Slice(ended, func(i, j int) bool { return ended[i].g.ID < ended[j].g.ID })
-	v := shared.Verdict{Action: b.opts.Default, Reason: reason}
+	v := shared.Verdict{Action: b.opts.Default, Reason: reason, Unasked: unasked}
 	for _, e := range ended {
 		b.ev.Resolved(e.g, v, e.pkts)
 	}

@@ -175,7 +175,7 @@ func TestTimeoutGivesTheDefault(t *testing.T) {
 		t.Fatalf("expired %d, want 1", n)
 	}
 	r := rec.resolved[0]
-	if r.v.Action != shared.ActionReject || r.pkts[0].ID != 1 || !strings.Contains(r.v.Reason, "nobody answered") {
+	if r.v.Action != shared.ActionReject || r.pkts[0].ID != 1 || !strings.Contains(r.v.Reason, "nobody answered") || r.v.Unasked {
 		t.Errorf("expired with %+v", r)
 	}
 	if b.Len() != 1 {
@@ -193,7 +193,7 @@ func TestAgentGoneEndsOnlyGroupsNobodyElseCanAnswer(t *testing.T) {
 	if n := b.AgentGone(":1.11"); n != 1 {
 		t.Fatalf("ended %d, want 1", n)
 	}
-	if rec.resolved[0].pkts[0].ID != 2 || rec.resolved[0].v.Action != shared.ActionDeny {
+	if rec.resolved[0].pkts[0].ID != 2 || rec.resolved[0].v.Action != shared.ActionDeny || !rec.resolved[0].v.Unasked {
 		t.Errorf("resolved %+v", rec.resolved[0])
 	}
 	if n := b.AgentGone(":1.10"); n != 0 {
