@@ -51,6 +51,15 @@ type Options struct {
 	// ProfileDir, when set, makes every daemon case write a CPU profile
 	// there (tollgated -cpuprofile), case-<id>.cpu.pprof, last round's.
 	ProfileDir string
+	// Only, when not empty, runs just these parts: case ids ("2", "3",
+	// "3i"...), "memory" (memory and start-up) and "churn". Ratios need
+	// case 2 among them.
+	Only []string
+}
+
+// wants says whether part (a case id, "memory" or "churn") is to be run.
+func (o Options) wants(part string) bool {
+	return len(o.Only) == 0 || slices.Contains(o.Only, part)
 }
 
 // Full is the configuration of `make bench`.
@@ -258,14 +267,18 @@ func Run(ctx context.Context, o Options) (res *Results, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if res.Memory, err = e.memory(); err != nil {
-		return nil, fmt.Errorf("memory and start-up: %w", err)
+	if o.wants("memory") {
+		if res.Memory, err = e.memory(); err != nil {
+			return nil, fmt.Errorf("memory and start-up: %w", err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if res.Churn, err = e.churn(); err != nil {
-		return nil, fmt.Errorf("attribution under churn: %w", err)
+	if o.wants("churn") {
+		if res.Churn, err = e.churn(); err != nil {
+			return nil, fmt.Errorf("attribution under churn: %w", err)
+		}
 	}
 	res.Targets = targets(res)
 	res.Seconds = time.Since(res.Started).Seconds()
@@ -342,6 +355,7 @@ func (e *env) cases() ([]caseSpec, error) {
 		cs = append(cs, caseSpec{ID: "3p", Name: fmt.Sprintf("case 3, the load client holding %d idle conns itself (%d conns)", e.o.Idle/5, n),
 			kind: kindDaemon, config: `default_action = "deny"`, rules: allow, ownIdle: e.o.Idle / 5, conns: n})
 	}
+	cs = slices.DeleteFunc(cs, func(c caseSpec) bool { return !e.o.wants(c.ID) })
 	for i := range cs {
 		c := &cs[i]
 		if c.kind != kindDaemon {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/tollgate-fw/tollgate/internal/bench"
@@ -24,6 +25,7 @@ func main() {
 	rounds := flag.Int("rounds", 0, "rounds (0: 3, quick 1)")
 	workers := flag.Int("workers", 0, "load client connections in flight (0: 8, quick 4)")
 	profile := flag.String("profile", "", "write a CPU profile of tollgated for every daemon case into this directory")
+	only := flag.String("only", "", "run only these parts, comma-separated: case ids (1,2,3,4,5,6,3l,3i,3p), memory, churn; empty: all")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "tgbench: needs root to create network namespaces (sudo make bench)")
@@ -43,6 +45,9 @@ func main() {
 		o.Workers = *workers
 	}
 	o.Bin, o.Progress, o.ProfileDir = *bin, os.Stderr, *profile
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
 	if *profile != "" {
 		if err := os.MkdirAll(*profile, 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, "tgbench:", err)
