@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"slices"
-	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
+	"github.com/tollgate-fw/tollgate/ui/agent"
 )
 
 // promptKey is what one key of the prompt answers.
@@ -59,41 +59,27 @@ func setupPrompt(fs *flag.FlagSet) action {
 	}
 }
 
-// prompter is the terminal agent: a queue of pending groups, the first of
-// which is shown and answered from the keyboard.
+// prompter is the terminal agent: the agent session's queue of pending
+// groups, the first of which is shown and answered from the keyboard.
 type prompter struct {
 	app   *App
 	c     Client
 	scope shared.AnswerScope
 	json  bool
 	w     io.Writer
-	queue []shared.Pending
+	s     *agent.Session
 }
 
 func (p *prompter) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Subscribe before registering, so nothing sent in between is lost.
-	sigs, err := p.c.Signals(ctx)
-	if err != nil {
+	// The terminal prompt needs the daemon now: a missing one is an error
+	// (exit code "unreachable"), not something to wait for.
+	p.s = agent.New(p.c, agent.Options{})
+	if _, err := p.s.Start(ctx); err != nil {
 		return fmt.Errorf("prompt: %w", err)
 	}
-	if err := p.c.RegisterAgent(ctx); err != nil {
-		return fmt.Errorf("prompt: register as agent: %w", err)
-	}
-	defer func() {
-		uctx, ucancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer ucancel()
-		// Best effort: the daemon also forgets agents whose connection goes.
-		_ = p.c.UnregisterAgent(uctx)
-	}()
-	list, err := p.c.ListPending(ctx)
-	if err != nil {
-		return fmt.Errorf("prompt: list pending connections: %w", err)
-	}
-	for _, pd := range list {
-		p.add(pd)
-	}
+	defer p.s.Close() // unregisters
 	keys := make(chan byte)
 	go readKeys(p.app.Stdin, keys)
 
@@ -103,20 +89,18 @@ func (p *prompter) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s, ok := <-sigs:
-			if !ok {
+		case in := <-p.s.Inputs():
+			ev, err := p.s.Handle(ctx, in)
+			switch {
+			case errors.Is(err, agent.ErrBusLost):
 				if ctx.Err() != nil {
 					return nil
 				}
 				return fmt.Errorf("prompt: %w", errDaemonGone)
+			case err != nil:
+				return fmt.Errorf("prompt: %w", err)
 			}
-			if s.Name == dbus.SignalDaemonChanged {
-				if err := p.daemonChanged(ctx, s.Owner); err != nil {
-					return err
-				}
-				continue
-			}
-			p.signal(s)
+			p.show(ev)
 		case k, ok := <-keys:
 			if !ok {
 				return nil // end of input
@@ -127,31 +111,6 @@ func (p *prompter) run(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// daemonChanged follows the daemon leaving the bus (owner "") or coming
-// back (a restart): its pending groups went with it; a new daemon does not
-// know this agent, so it registers again and asks what waits.
-func (p *prompter) daemonChanged(ctx context.Context, owner string) error {
-	p.queue = nil
-	if owner == "" {
-		p.event(map[string]any{"event": "daemon-gone"},
-			"\ntollgated left the bus: its pending connections got the default action; waiting for it to come back\n")
-		return nil
-	}
-	if err := p.c.RegisterAgent(ctx); err != nil {
-		return fmt.Errorf("prompt: register again with the restarted daemon: %w", err)
-	}
-	list, err := p.c.ListPending(ctx)
-	if err != nil {
-		return fmt.Errorf("prompt: list pending connections: %w", err)
-	}
-	for _, pd := range list {
-		p.add(pd)
-	}
-	p.event(map[string]any{"event": "daemon-back"}, "\ntollgated is back; registered again as its agent\n")
-	p.showCurrent()
-	return nil
 }
 
 // readKeys sends every byte read from r until it fails or ends.
@@ -169,46 +128,29 @@ func readKeys(r io.Reader, out chan<- byte) {
 	}
 }
 
-func (p *prompter) index(id uint64) int {
-	return slices.IndexFunc(p.queue, func(x shared.Pending) bool { return x.ID == id })
-}
-
-// add queues a pending group; it reports whether it is new.
-func (p *prompter) add(pd shared.Pending) bool {
-	if i := p.index(pd.ID); i >= 0 {
-		p.queue[i] = pd // a newer view (count) of the same group
-		return false
-	}
-	p.queue = append(p.queue, pd)
-	return true
-}
-
-func (p *prompter) signal(s dbus.Signal) {
-	switch s.Name {
-	case dbus.SignalConnectionPending:
-		if !p.add(s.Pending) {
-			return
-		}
-		if len(p.queue) == 1 {
+// show tells what a change of the session means on the terminal.
+func (p *prompter) show(ev agent.Event) {
+	switch ev.Kind {
+	case agent.EventAdded:
+		if p.s.Len() == 1 {
 			p.showCurrent()
 			return
 		}
-		cn := s.Pending.Connection
-		p.event(pendingEvent("queued", s.Pending),
-			fmt.Sprintf("  (queued #%d: %s -> %s; %d waiting)\n", s.Pending.ID, process(cn), remote(cn), len(p.queue)-1))
-	case dbus.SignalDaemonChanged:
-		// Handled by run: it needs to call the daemon.
-	case dbus.SignalPendingResolved:
-		i := p.index(s.ID)
-		if i < 0 {
-			return
-		}
-		p.queue = slices.Delete(p.queue, i, i+1)
-		p.event(map[string]any{"event": "resolved", "id": s.ID, "action": string(s.Action)},
-			fmt.Sprintf("#%d was decided elsewhere: %s\n", s.ID, s.Action))
-		if i == 0 {
+		cn := ev.Pending.Connection
+		p.event(pendingEvent("queued", ev.Pending),
+			fmt.Sprintf("  (queued #%d: %s -> %s; %d waiting)\n", ev.ID, process(cn), remote(cn), p.s.Len()-1))
+	case agent.EventResolved:
+		p.event(map[string]any{"event": "resolved", "id": ev.ID, "action": string(ev.Action)},
+			fmt.Sprintf("#%d was decided elsewhere: %s\n", ev.ID, ev.Action))
+		if ev.Index == 0 {
 			p.showCurrent()
 		}
+	case agent.EventDaemonGone:
+		p.event(map[string]any{"event": "daemon-gone"},
+			"\ntollgated left the bus: its pending connections got the default action; waiting for it to come back\n")
+	case agent.EventDaemonBack:
+		p.event(map[string]any{"event": "daemon-back"}, "\ntollgated is back; registered again as its agent\n")
+		p.showCurrent()
 	}
 }
 
@@ -228,10 +170,10 @@ func (p *prompter) event(fields map[string]any, text string) {
 }
 
 func (p *prompter) showCurrent() {
-	if len(p.queue) == 0 {
+	pd, ok := p.s.Current()
+	if !ok {
 		return
 	}
-	pd := p.queue[0]
 	cn := pd.Connection
 	if p.json {
 		p.event(pendingEvent("pending", pd), "")
@@ -258,7 +200,7 @@ func (p *prompter) showCurrent() {
 		dir = "<-"
 	}
 	fmt.Fprintf(w, "  %s %s %s\n", dir, remote(cn), cn.Proto)
-	if n := len(p.queue) - 1; n > 0 {
+	if n := p.s.Len() - 1; n > 0 {
 		fmt.Fprintf(w, "  (%d more waiting)\n", n)
 	}
 	fmt.Fprintf(w, "answer (scope %s): ", p.scope)
@@ -287,16 +229,16 @@ func (p *prompter) key(ctx context.Context, k byte) (quit bool, err error) {
 		}
 		return false, nil
 	}
-	if len(p.queue) == 0 {
+	pd, ok := p.s.Current()
+	if !ok {
 		if !p.json {
 			fmt.Fprintln(p.w, "\nnothing to answer")
 		}
 		return false, nil
 	}
 	pk := promptKeys[i]
-	pd := p.queue[0]
 	a := shared.Answer{PendingID: pd.ID, Action: pk.action, Lifetime: pk.lifetime, Scope: p.scope}
-	err = p.c.Answer(ctx, a)
+	err = p.s.Answer(ctx, a) // the group leaves the queue when answered or gone
 	switch {
 	case err == nil:
 		f := answerFields(a)
@@ -315,9 +257,6 @@ func (p *prompter) key(ctx context.Context, k byte) (quit bool, err error) {
 		// Keep it: the user may try another answer.
 		p.showCurrent()
 		return false, nil
-	}
-	if j := p.index(pd.ID); j >= 0 {
-		p.queue = slices.Delete(p.queue, j, j+1)
 	}
 	p.showCurrent()
 	return false, nil

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -245,5 +246,29 @@ func TestPromptShowsUnverifiedExe(t *testing.T) {
 	p.press("q")
 	if code := p.exit(); code != ExitOK {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// An answer the daemon refuses keeps the connection in the queue: the
+// error is shown and another answer can be given.
+func TestPromptRefusedAnswerKeepsConnection(t *testing.T) {
+	h := newHarness()
+	p := startPrompt(t, h)
+	p.waitOut("waiting for connections")
+	h.fake.offer(pend(95, "/usr/bin/curl", "example.org"))
+	p.waitOut("--- connection #95")
+	h.fake.setDeny(fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized))
+	p.press("A")
+	p.waitOut("#95: not authorized")
+	h.fake.setDeny(nil)
+	p.press("d")
+	waitFor(t, "answer to 95", func() bool { return len(h.fake.answered()) == 1 })
+	if a := h.fake.answered()[0]; a.PendingID != 95 || a.Action != shared.ActionDeny || a.Lifetime != shared.LifetimeOnce {
+		t.Errorf("answer: %+v", a)
+	}
+	p.waitOut("#95: deny once")
+	p.press("q")
+	if code := p.exit(); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, p.errb.String())
 	}
 }
