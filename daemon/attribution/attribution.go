@@ -41,7 +41,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shirou/gopsutil/v4/process"
 	"golang.org/x/sys/unix"
 )
 
@@ -541,15 +540,24 @@ func (a *Attributor) touchMRU(pid int, uid uint32, fd int) {
 
 // scan searches /proc/*/fd for the holder of inode, recording the sockets
 // it reads in the index, and returns it with the fd that holds the socket.
-// It tries likely holders first: recently exec'd processes and recent
-// holders of the same uid, then processes owned by the uid, newest first,
-// then root's (non-dumpable processes show as root's), then the rest. A
-// recent holder's fds are read starting where its last new socket was
-// found (see procFS.findSocket).
+// It tries likely holders first: recent holders of the same uid, at the
+// fds next to where their last socket was found only (a busy client's new
+// socket is almost always there: this costs a few fd links); then recently
+// exec'd processes and those recent holders whole; then processes owned by
+// the uid, newest first, then root's (non-dumpable processes show as
+// root's), then the rest. A recent holder's fds are read starting where
+// its last new socket was found (see procFS.findSocket).
 func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, int, statInfo, error) {
 	a.nScans.Add(1)
-	tried := make(map[int]bool, 64)
 	a.mu.Lock()
+	var near [maxMRU]mruEntry
+	nNear := 0
+	for _, m := range a.mru {
+		if m.uid == uid && m.fd >= 0 {
+			near[nNear] = m
+			nNear++
+		}
+	}
 	hints := make([]int, 0, len(a.execs)+len(a.mru))
 	hints = append(hints, a.execs...)
 	for _, m := range a.mru {
@@ -559,6 +567,12 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, i
 	}
 	mru := slices.Clone(a.mru)
 	a.mu.Unlock()
+	for _, m := range near[:nNear] {
+		if st, fd, ok := a.indexProcess(m.pid, inode, m.fd, true); ok {
+			return m.pid, fd, st, nil
+		}
+	}
+	tried := make(map[int]bool, 64)
 	foundFD := -1
 	try := func(pid int) (statInfo, bool) {
 		if tried[pid] {
@@ -572,7 +586,7 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, i
 				break
 			}
 		}
-		st, fd, found := a.indexProcess(pid, inode, hint)
+		st, fd, found := a.indexProcess(pid, inode, hint, false)
 		foundFD = fd
 		return st, found
 	}
@@ -625,10 +639,11 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, i
 // it holds want (then with its stat and the fd that holds it). For want 0
 // it reads them all; else it stops at want, reading the fds nearest to
 // hint first (see procFS.findSocket), so that a process holding thousands
-// of sockets is not read whole for each new one. Only the holder's stat is
+// of sockets is not read whole for each new one; with probeOnly it reads
+// only the fds near hint. Only the holder's stat is
 // read (a procfs read costs as much as several fd links): other entries
 // are recorded without a start time, which a later hit fills in.
-func (a *Attributor) indexProcess(pid int, want uint64, hint int) (statInfo, int, bool) {
+func (a *Attributor) indexProcess(pid int, want uint64, hint int, probeOnly bool) (statInfo, int, bool) {
 	a.nScanned.Add(1)
 	now := time.Now()
 	var batch []indexEntry
@@ -644,7 +659,7 @@ func (a *Attributor) indexProcess(pid int, want uint64, hint int) (statInfo, int
 			return true
 		})
 	} else {
-		fd, _ = a.proc.findSocket(pid, want, hint, add)
+		fd, _ = a.proc.findSocket(pid, want, hint, probeOnly, add)
 	}
 	var st statInfo
 	if fd >= 0 {
@@ -681,7 +696,7 @@ func (a *Attributor) indexAll(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return a.indexLen(), err
 		}
-		a.indexProcess(pid, 0, -1)
+		a.indexProcess(pid, 0, -1, false)
 	}
 	return a.indexLen(), nil
 }
@@ -717,11 +732,13 @@ func (a *Attributor) factsOf(pid int, st statInfo) (*procFacts, error) {
 			return a.withPPID(f, st), nil
 		}
 		a.nRechecks.Add(1)
-		id, err := a.readIdentity(pid)
-		if err != nil {
+		var id identity
+		var cmd [512]byte
+		id.cmdline = cmd[:0]
+		if err := a.readIdentity(pid, f, &id); err != nil {
 			return nil, err
 		}
-		if id.same(f.p, f.exe) {
+		if id.same(&f.p, f.exe) {
 			a.nCached.Add(1)
 			if a.ev != nil {
 				a.mu.Lock()
@@ -758,53 +775,60 @@ func (a *Attributor) withPPID(f *procFacts, st statInfo) *procFacts {
 type identity struct {
 	exe        string // verified path, or ""
 	exeClaimed string // the link's path when it is not verified, or ""
-	cmdline    string
+	cmdline    []byte // arguments joined by spaces (see joinCmdline)
 	exeID      exeID
 	uid, gid   int64
 }
 
 // same reports whether nothing an exec or id change would alter differs.
-func (id identity) same(p Process, eid exeID) bool {
+func (id *identity) same(p *Process, eid exeID) bool {
 	return id.exe == p.Exe && id.exeClaimed == p.ExeClaimed && id.exeID == eid &&
-		id.cmdline == p.Cmdline && id.uid == p.UID && id.gid == p.GID
+		string(id.cmdline) == p.Cmdline && id.uid == p.UID && id.gid == p.GID
 }
 
 // readIdentity reads the executable (path, whether the path is verified,
-// and file identity), command line and real ids of pid.
-func (a *Attributor) readIdentity(pid int) (identity, error) {
+// and file identity), command line and real ids of pid into id, reusing
+// its cmdline buffer. With prev (the facts cached for the process), a link
+// naming the same path as before to the same running image keeps prev's
+// verification instead of stat'ing the path again: as with facts the proc
+// connector vouches for, the image cannot change without an exec, only the
+// file now at its path.
+func (a *Attributor) readIdentity(pid int, prev *procFacts, id *identity) error {
 	link, err := a.proc.exeLink(pid)
 	if err != nil {
-		return identity{}, fmt.Errorf("read exe of pid %d: %w", pid, err)
+		return fmt.Errorf("read exe of pid %d: %w", pid, err)
 	}
 	var est unix.Stat_t
 	if err := unix.Stat(a.proc.path(pid, "exe"), &est); err != nil {
-		return identity{}, fmt.Errorf("stat exe of pid %d: %w", pid, err)
+		return fmt.Errorf("stat exe of pid %d: %w", pid, err)
 	}
-	exe, verified := a.proc.verifyExe(link, &est)
-	id := identity{exe: exe, exeID: exeIDOf(&est)}
-	if !verified {
-		id.exe, id.exeClaimed = "", exe
-	}
-	gp := &process.Process{Pid: int32(pid)}
-	cmd, err := gp.CmdlineWithContext(a.proc.gctx)
-	if err != nil {
-		return identity{}, fmt.Errorf("read cmdline of pid %d: %w", pid, err)
+	id.exeID = exeIDOf(&est)
+	if prev != nil && prev.hashed && prev.exe == id.exeID && (link == prev.p.Exe || link == prev.p.ExeClaimed) {
+		id.exe, id.exeClaimed = prev.p.Exe, prev.p.ExeClaimed
+	} else {
+		exe, verified := a.proc.verifyExe(link, &est)
+		id.exe, id.exeClaimed = exe, ""
+		if !verified {
+			id.exe, id.exeClaimed = "", exe
+		}
 	}
 	var buf [2048]byte
+	raw, err := readSmall(a.proc.path(pid, "cmdline"), buf[:0])
+	if err != nil {
+		return fmt.Errorf("read cmdline of pid %d: %w", pid, err)
+	}
+	id.cmdline = joinCmdline(id.cmdline[:0], raw)
 	status, err := readSmall(a.proc.path(pid, "status"), buf[:0])
 	if err != nil {
-		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+		return fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	uid, _, err := parseStatusIDs(status, "Uid")
-	if err != nil {
-		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	if id.uid, _, err = parseStatusIDs(status, "Uid"); err != nil {
+		return fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	gid, _, err := parseStatusIDs(status, "Gid")
-	if err != nil {
-		return identity{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+	if id.gid, _, err = parseStatusIDs(status, "Gid"); err != nil {
+		return fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
-	id.cmdline, id.uid, id.gid = cmd, uid, gid
-	return id, nil
+	return nil
 }
 
 // gather reads the facts of pid afresh and caches them.
@@ -820,8 +844,8 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 	if exeFile != nil {
 		defer exeFile.Close()
 	}
-	id, err := a.readIdentity(pid)
-	if err != nil {
+	var id identity
+	if err := a.readIdentity(pid, nil, &id); err != nil {
 		return nil, err
 	}
 	var cgroup string
@@ -838,7 +862,7 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 	}
 	f := &procFacts{p: Process{
 		PID: pid, PIDStart: st.Start, PPID: st.PPID,
-		UID: id.uid, GID: id.gid, Exe: id.exe, ExeClaimed: id.exeClaimed, Cmdline: id.cmdline, Cgroup: cgroup,
+		UID: id.uid, GID: id.gid, Exe: id.exe, ExeClaimed: id.exeClaimed, Cmdline: string(id.cmdline), Cgroup: cgroup,
 	}}
 	f.p.Unit, f.p.App = cgroupUnit(cgroup)
 	f.p.User = a.userName(id.uid)

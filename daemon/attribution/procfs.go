@@ -1,10 +1,8 @@
 package attribution
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/shirou/gopsutil/v4/common"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +20,6 @@ import (
 // of procfs (PID/stat, PID/fd/N → "socket:[inode]", PID/exe, net/icmp...).
 type procFS struct {
 	root    string
-	gctx    context.Context                  // for gopsutil: points HOST_PROC at root
 	statOwn func(string, *unix.Stat_t) error // stat in the daemon's mount namespace
 	fdLinks atomic.Uint64                    // fd links read
 }
@@ -36,7 +32,6 @@ func newProcFS(root string, statOwn func(string, *unix.Stat_t) error) *procFS {
 	}
 	return &procFS{
 		root:    root,
-		gctx:    context.WithValue(context.Background(), common.EnvKey, common.EnvMap{common.HostProcEnvKey: root}),
 		statOwn: statOwn,
 	}
 }
@@ -45,29 +40,50 @@ func (p *procFS) path(pid int, name string) string {
 	return filepath.Join(p.root, strconv.Itoa(pid), name)
 }
 
-// readSmall reads a small proc file into buf (grown if needed).
+// readSmall reads a small proc file into buf (grown if needed). It uses
+// the file descriptor directly: an *os.File would register it with the
+// runtime's poller and allocate, which costs more than the read itself for
+// a file of a few hundred bytes.
 func readSmall(path string, buf []byte) ([]byte, error) {
-	f, err := os.Open(path)
+	fd, err := openRead(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	buf = buf[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, 512)
 		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) || (err == nil && n == 0) {
-			return buf, nil
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if errors.Is(err, unix.EINTR) {
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
 		if len(buf) > 1<<20 {
 			return nil, fmt.Errorf("read %s: larger than 1 MiB", path)
 		}
+	}
+}
+
+// openRead opens path read-only (close-on-exec) and returns the descriptor;
+// errors are *fs.PathError, so isGone holds for a vanished process.
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
 	}
 }
 
@@ -162,14 +178,24 @@ const probeSpan = 8
 // to the hint first (without a hint, in directory order), stopping at the
 // first match. The match is the link of that fd of that pid reading
 // socket:[want], so the hint decides only the cost. seen is called for
-// every socket read (including the match).
-func (p *procFS) findSocket(pid int, want uint64, hint int, seen func(inode uint64, fd int)) (int, error) {
-	d, err := os.Open(p.path(pid, "fd"))
+// every socket read (including the match). With probeOnly it stops after
+// the probes.
+func (p *procFS) findSocket(pid int, want uint64, hint int, probeOnly bool, seen func(inode uint64, fd int)) (int, error) {
+	// The directory is opened without an *os.File (no poller, no
+	// allocation) unless the probes miss and its entries must be listed.
+	dir := p.path(pid, "fd")
+	dfd, err := openRead(dir)
 	if err != nil {
 		return -1, err
 	}
-	defer d.Close()
-	dfd := int(d.Fd())
+	var d *os.File
+	defer func() {
+		if d != nil {
+			d.Close()
+		} else {
+			unix.Close(dfd)
+		}
+	}()
 	try := func(fd int) bool {
 		inode, ok := p.fdSocket(dfd, fd)
 		if !ok {
@@ -190,6 +216,10 @@ func (p *procFS) findSocket(pid int, want uint64, hint int, seen func(inode uint
 			}
 		}
 	}
+	if probeOnly {
+		return -1, nil
+	}
+	d = os.NewFile(uintptr(dfd), dir)
 	names, err := d.Readdirnames(-1)
 	if err != nil {
 		return -1, err

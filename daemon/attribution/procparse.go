@@ -202,3 +202,27 @@ func parseHexAddrPort(b []byte) (netip.AddrPort, error) {
 	}
 	return netip.AddrPortFrom(netip.AddrFrom16(raw).Unmap(), uint16(port)), nil
 }
+
+// joinCmdline appends the arguments of a /proc/PID/cmdline (each ended by
+// a NUL) to dst joined by single spaces, skipping empty ones: the form
+// gopsutil's Cmdline gives, which rules and logs have always seen.
+func joinCmdline(dst, raw []byte) []byte {
+	first := true
+	for len(raw) > 0 {
+		arg := raw
+		if i := bytes.IndexByte(raw, 0); i >= 0 {
+			arg, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(arg) == 0 {
+			continue
+		}
+		if !first {
+			dst = append(dst, ' ')
+		}
+		dst = append(dst, arg...)
+		first = false
+	}
+	return dst
+}
