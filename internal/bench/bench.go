@@ -378,14 +378,18 @@ func (e *env) daemonDir(dir, extra, rules, level string) error {
 		return err
 	}
 	// The proc connector lives in the initial network namespace: opening it
-	// there gives the daemon the exec/exit events a real install has.
+	// there gives the daemon the exec/exit events a real install has. The
+	// bench's own namespace is the one it was started in (the machine's);
+	// /proc/1/ns/net is not always readable (a sandboxed pid 1), and a
+	// daemon that cannot open it re-reads /proc facts on every lookup,
+	// which a real install does not.
 	cfg := fmt.Sprintf(`database = %q
 rules_dir = %q
 log_level = %q
 queue_num = %d
-proc_events_netns = "/proc/1/ns/net"
+proc_events_netns = %q
 %s
-`, filepath.Join(dir, "tollgate.db"), filepath.Join(dir, "rules.d"), level, e.o.QueueNum, extra)
+`, filepath.Join(dir, "tollgate.db"), filepath.Join(dir, "rules.d"), level, e.o.QueueNum, procEventsNetns(), extra)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -896,4 +900,14 @@ func decodeLast(out string, v any) error {
 		return fmt.Errorf("decode %q: %w", out, err)
 	}
 	return nil
+}
+
+// procEventsNetns names the network namespace the daemon opens the proc
+// connector in: pid 1's when it can be read, else this process's (the
+// bench runs in the machine's namespace and creates its own for the rest).
+func procEventsNetns() string {
+	if _, err := os.Readlink("/proc/1/ns/net"); err == nil {
+		return "/proc/1/ns/net"
+	}
+	return fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
 }
