@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Field names, one set everywhere: TOML rules files, JSON export, D-Bus
@@ -246,21 +247,30 @@ func (r *Rule) UnmarshalJSON(data []byte) error {
 	if string(bytes.TrimSpace(data)) == "null" {
 		return nil
 	}
+	rule, ok := decodeRuleFast(data)
+	if !ok {
+		var err error
+		if rule, err = decodeRuleGeneral(data); err != nil {
+			return err
+		}
+	}
+	*r = rule
+	return nil
+}
+
+// decodeRuleGeneral decodes any JSON object through a map and
+// RuleFromFields.
+func decodeRuleGeneral(data []byte) (Rule, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil {
-		return fmt.Errorf("decode rule: %w", err)
+		return Rule{}, fmt.Errorf("decode rule: %w", err)
 	}
 	if m == nil {
-		return fmt.Errorf("decode rule: not a JSON object")
+		return Rule{}, fmt.Errorf("decode rule: not a JSON object")
 	}
-	rule, err := RuleFromFields(m)
-	if err != nil {
-		return err
-	}
-	*r = rule
-	return nil
+	return RuleFromFields(m)
 }
 
 func typeErr(k string, want string, v any) error {
@@ -435,4 +445,338 @@ func floatToUint64(f float64) (uint64, bool) {
 		return 0, false
 	}
 	return uint64(f), true
+}
+
+// decodeRuleFast decodes the JSON object of a rule without building a
+// map[string]any: the form MarshalJSON writes (and most hand-written JSON)
+// is read straight into the Rule, with enumerated values (action, lifetime,
+// direction, proto, source "store") sharing the package's constants
+// instead of a string per rule. Start-up decodes every stored rule, so this
+// is most of its cost.
+//
+// It gives up (ok false) on anything it does not read exactly as the general
+// path would: a repeated or unknown key, escapes in a key, invalid UTF-8,
+// numbers with a fraction or exponent, nested values, null, trailing data,
+// malformed JSON, and any field error. The caller then decodes data the
+// general way, which gives the same result or the same error. A differential
+// fuzz test holds the two paths to that.
+func decodeRuleFast(data []byte) (Rule, bool) {
+	r := Rule{Enabled: true}
+	d := fastDecoder{data: data}
+	if !d.byte('{') {
+		return Rule{}, false
+	}
+	var seen uint64
+	if d.peek() == '}' {
+		d.i++
+		return r, d.end()
+	}
+	for {
+		key, ok := d.key()
+		if !ok || !d.byte(':') {
+			return Rule{}, false
+		}
+		bit, known := fieldBit(key)
+		if !known || seen&bit != 0 {
+			return Rule{}, false
+		}
+		seen |= bit
+		d.ws()
+		if d.i >= len(d.data) {
+			return Rule{}, false
+		}
+		var err error
+		switch c := d.data[d.i]; {
+		case c == '"':
+			raw, ok := d.str()
+			if !ok {
+				return Rule{}, false
+			}
+			err = r.setFastString(key, raw)
+		case c == 't' || c == 'f':
+			b, ok := d.boolean()
+			if !ok {
+				return Rule{}, false
+			}
+			err = r.setField(key, b)
+		case c == '-' || ('0' <= c && c <= '9'):
+			num, ok := d.integer()
+			if !ok {
+				return Rule{}, false
+			}
+			err = r.setField(key, json.Number(num))
+		default:
+			return Rule{}, false
+		}
+		if err != nil {
+			return Rule{}, false
+		}
+		d.ws()
+		if d.i >= len(d.data) {
+			return Rule{}, false
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return r, d.end()
+		default:
+			return Rule{}, false
+		}
+	}
+}
+
+// fieldBit numbers the field names for decodeRuleFast's duplicate check.
+func fieldBit(k string) (uint64, bool) {
+	for _, names := range [][]string{ruleFields, matchFields, bookkeepingFields} {
+		for _, n := range names {
+			if n == k {
+				return 1 << fieldIndex(k), true
+			}
+		}
+	}
+	return 0, false
+}
+
+func fieldIndex(k string) int {
+	i := slices.Index(ruleFields, k)
+	if i >= 0 {
+		return i
+	}
+	if i = slices.Index(matchFields, k); i >= 0 {
+		return len(ruleFields) + i
+	}
+	return len(ruleFields) + len(matchFields) + slices.Index(bookkeepingFields, k)
+}
+
+// setFastString sets field k from a JSON string's raw bytes (quotes
+// removed, escapes still in). Values that name a constant take the
+// constant; the rest are unescaped and copied once.
+func (r *Rule) setFastString(k string, raw []byte) error {
+	switch k {
+	case "action", "lifetime", "direction", "proto", "source":
+		if s, ok := enumString(raw); ok {
+			return r.setField(k, s)
+		}
+	}
+	s, err := unquoteFast(raw)
+	if err != nil {
+		return err
+	}
+	switch k {
+	case "id":
+		r.ID = s
+	case "name":
+		r.Name = s
+	case "note":
+		r.Note = s
+	case "exe":
+		r.Match.Exe = s
+	case "exe_sha256":
+		r.Match.ExeSHA256 = s
+	case "cmdline":
+		r.Match.Cmdline = s
+	case "unit":
+		r.Match.Unit = s
+	case "host":
+		r.Match.Host = s
+	case "iface":
+		r.Match.Iface = s
+	case "session":
+		r.Session = s
+	case "source":
+		r.Source = s
+	default:
+		return r.setField(k, s)
+	}
+	return nil
+}
+
+// enumString returns the constant a string value names, without
+// allocating.
+func enumString(raw []byte) (string, bool) {
+	switch string(raw) {
+	case "allow":
+		return "allow", true
+	case "deny":
+		return "deny", true
+	case "reject":
+		return "reject", true
+	case "once":
+		return "once", true
+	case "session":
+		return "session", true
+	case "process":
+		return "process", true
+	case "until":
+		return "until", true
+	case "forever":
+		return "forever", true
+	case "out":
+		return "out", true
+	case "in":
+		return "in", true
+	case "any":
+		return "any", true
+	case "tcp":
+		return "tcp", true
+	case "udp":
+		return "udp", true
+	case "icmp":
+		return "icmp", true
+	case "store":
+		return "store", true
+	}
+	return "", false
+}
+
+var errFastGiveUp = fmt.Errorf("not for the fast path")
+
+// unquoteFast turns a JSON string's raw bytes into a string: copied when
+// plain; escapes are left to encoding/json, invalid UTF-8 to the general
+// path (which replaces it).
+func unquoteFast(raw []byte) (string, error) {
+	plain := true
+	for _, c := range raw {
+		if c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(raw), nil
+	}
+	if !utf8.Valid(raw) {
+		return "", errFastGiveUp
+	}
+	q := make([]byte, 0, len(raw)+2)
+	q = append(append(append(q, '"'), raw...), '"')
+	var s string
+	if err := json.Unmarshal(q, &s); err != nil {
+		return "", errFastGiveUp
+	}
+	return s, nil
+}
+
+// fastDecoder is a cursor over one JSON object.
+type fastDecoder struct {
+	data []byte
+	i    int
+}
+
+func (d *fastDecoder) ws() {
+	for d.i < len(d.data) {
+		switch d.data[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *fastDecoder) peek() byte {
+	d.ws()
+	if d.i >= len(d.data) {
+		return 0
+	}
+	return d.data[d.i]
+}
+
+// byte consumes c after optional white space.
+func (d *fastDecoder) byte(c byte) bool {
+	if d.peek() != c {
+		return false
+	}
+	d.i++
+	return true
+}
+
+// end reports whether only white space is left.
+func (d *fastDecoder) end() bool {
+	d.ws()
+	return d.i == len(d.data)
+}
+
+// key reads an object key: a string without escapes, as a string that
+// shares the field name's constant (no allocation).
+func (d *fastDecoder) key() (string, bool) {
+	if d.peek() != '"' {
+		return "", false
+	}
+	raw, ok := d.str()
+	if !ok {
+		return "", false
+	}
+	for _, names := range [][]string{ruleFields, matchFields, bookkeepingFields} {
+		for _, n := range names {
+			if n == string(raw) {
+				return n, true
+			}
+		}
+	}
+	return "", false
+}
+
+// str reads a string at d.i (which is '"') and returns its raw bytes
+// between the quotes; false on a control character or an unterminated
+// string.
+func (d *fastDecoder) str() ([]byte, bool) {
+	start := d.i + 1
+	for j := start; j < len(d.data); j++ {
+		switch c := d.data[j]; {
+		case c == '"':
+			d.i = j + 1
+			return d.data[start:j], true
+		case c == '\\':
+			j++ // the escaped character; unquoteFast checks the escape
+		case c < 0x20:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func (d *fastDecoder) boolean() (bool, bool) {
+	rest := d.data[d.i:]
+	switch {
+	case bytes.HasPrefix(rest, []byte("true")):
+		d.i += 4
+		return true, d.delimited()
+	case bytes.HasPrefix(rest, []byte("false")):
+		d.i += 5
+		return false, d.delimited()
+	}
+	return false, false
+}
+
+// integer reads -?(0|[1-9][0-9]*) that ends the value; anything else
+// (fractions, exponents) is left to the general path.
+func (d *fastDecoder) integer() (string, bool) {
+	start := d.i
+	if d.data[d.i] == '-' {
+		d.i++
+	}
+	digits := d.i
+	for d.i < len(d.data) && '0' <= d.data[d.i] && d.data[d.i] <= '9' {
+		d.i++
+	}
+	n := d.i - digits
+	if n == 0 || (n > 1 && d.data[digits] == '0') || !d.delimited() {
+		return "", false
+	}
+	return string(d.data[start:d.i]), true
+}
+
+// delimited reports whether the value just read ends at d.i.
+func (d *fastDecoder) delimited() bool {
+	if d.i >= len(d.data) {
+		return true
+	}
+	switch d.data[d.i] {
+	case ',', '}', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
 }
