@@ -47,12 +47,21 @@ func (s *Store) Rules() (rules []shared.Rule, bad []BadRecord, err error) {
 		st := b.Stats() // walks page headers only: sizes the copies up front
 		arena = make([]byte, 0, st.LeafInuse+st.InlineBucketInuse)
 		recs = make([]record, 0, st.KeyN)
-		return b.ForEach(func(k, v []byte) error {
+		err := b.ForEach(func(k, v []byte) error {
 			recs = append(recs, record{off: len(arena), klen: len(k), vlen: len(v)})
 			arena = append(arena, k...)
 			arena = append(arena, v...)
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		// Every page of the rules was touched: drop them from the
+		// resident set (tens of MB at 100k rules) now they are copied.
+		if err := releaseMapped(tx); err != nil {
+			s.log.Warn("store: release mapped pages", "path", s.path, "err", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("load rules from %s: %w", s.path, err)
