@@ -45,6 +45,9 @@ func newFakeProc(t testing.TB) *fakeProc {
 
 func (f *fakeProc) write(path string, data string) {
 	f.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		f.t.Fatal(err)
+	}
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -89,6 +92,7 @@ func (f *fakeProc) add(p fakeProcess) {
 	}
 	fields = append(fields, strconv.FormatUint(p.Start, 10), "12345", "0")
 	f.write(filepath.Join(dir, "stat"), strings.Join(fields, " ")+"\n")
+	f.write(filepath.Join(dir, "task", strconv.Itoa(p.PID), "stat"), strings.Join(fields, " ")+"\n")
 	f.write(filepath.Join(dir, "status"), fmt.Sprintf("Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
 		p.Comm, p.PID, p.PPID, p.UID, p.UID, p.UID, p.UID, p.GID, p.GID, p.GID, p.GID))
 	f.write(filepath.Join(dir, "cmdline"), strings.Join(p.Args, "\x00")+"\x00")

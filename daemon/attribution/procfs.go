@@ -87,10 +87,20 @@ func openRead(path string) (int, error) {
 	}
 }
 
-// stat reads /proc/PID/stat.
+// stat reads the stat of pid's main thread, /proc/PID/task/PID/stat: the
+// fields read (state, parent, start time) are the process's own there too
+// (/proc/PID/stat shows the main thread's as well), while /proc/PID/stat
+// sums the CPU times of every thread, which costs a busy multi-threaded
+// process more than the rest of a lookup.
 func (p *procFS) stat(pid int) (statInfo, error) {
 	var b [512]byte
-	data, err := readSmall(p.path(pid, "stat"), b[:0])
+	var pb [64]byte
+	path := append(append(pb[:0], p.root...), '/')
+	path = strconv.AppendInt(path, int64(pid), 10)
+	path = append(path, "/task/"...)
+	path = strconv.AppendInt(path, int64(pid), 10)
+	path = append(path, "/stat"...)
+	data, err := readSmall(string(path), b[:0])
 	if err != nil {
 		return statInfo{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
 	}
