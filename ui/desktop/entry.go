@@ -374,7 +374,8 @@ func splitList(s string) []string {
 // a backslash outside quotes escapes the next character and single quotes
 // quote literally. Field codes are removed: %f %F %u %U %i %c %k and the
 // deprecated %d %D %n %N %v %m vanish (an argument that was only field codes
-// is dropped), %% becomes %. An unterminated quote is ErrExecSyntax.
+// is dropped), %% becomes %. Inside quotes, where the spec leaves field
+// codes undefined, % is literal. An unterminated quote is ErrExecSyntax.
 func ParseExec(s string) ([]string, error) {
 	var (
 		args   []string

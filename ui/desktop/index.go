@@ -84,7 +84,8 @@ type Options struct {
 // executable file are skipped; when several entries map to the same key,
 // one without NoDisplay wins, then the earlier dir, then the smaller id.
 // Generic launchers and interpreters (env, sh, python3, flatpak, snap, …)
-// are never keys: a python script's entry must not name every python process.
+// given arguments are not keys: a python script's entry must not name every
+// python process (see exeKeys).
 type Index struct {
 	dirs     []string
 	binDirs  []string
@@ -190,7 +191,9 @@ func (ix *Index) Lookup(exe, app string) (App, bool) {
 	return a, true
 }
 
-// Reload scans the directories again now.
+// Reload scans the directories again now. Calling it in a goroutine at start
+// takes the first scan (a few milliseconds for a few hundred entries) off the
+// path of the first Lookup.
 func (ix *Index) Reload() {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -389,7 +392,8 @@ func (ix *Index) scan() *snapshot {
 				ix.log.Debug("desktop entry Exec", "path", path, "err", err)
 			}
 			e.app.Exec = strings.Join(argv, " ")
-			keys, bases := ix.exeKeys(program(argv), ent.TryExec)
+			prog, rest := program(argv)
+			keys, bases := ix.exeKeys(prog, rest, ent.TryExec)
 			if len(keys) > 0 {
 				e.app.Executable = keys[0]
 			}
@@ -458,8 +462,8 @@ func readEntry(path string) (*Entry, error) {
 }
 
 // program returns the program an Exec argv runs, looking through "env"
-// and its options and VAR=value assignments.
-func program(argv []string) string {
+// and its options and VAR=value assignments, and how many arguments follow it.
+func program(argv []string) (prog string, rest int) {
 	i := 0
 	for i < len(argv) && filepath.Base(argv[i]) == "env" {
 		for i++; i < len(argv) && isEnvArg(argv[i]); i++ {
@@ -470,9 +474,9 @@ func program(argv []string) string {
 		}
 	}
 	if i < len(argv) {
-		return argv[i]
+		return argv[i], len(argv) - i - 1
 	}
-	return ""
+	return "", 0
 }
 
 func isEnvArg(a string) bool {
@@ -503,8 +507,11 @@ func isLauncher(name string) bool {
 }
 
 // exeKeys returns the absolute paths (program, TryExec, and their symlink
-// targets) and file names an entry is found by.
-func (ix *Index) exeKeys(prog, tryExec string) (keys, bases []string) {
+// targets) and file names an entry is found by. A launcher or interpreter is
+// a key only as the program of an Exec line without arguments (Python's own
+// "Exec=python3.11" names python; "Exec=python3 app.py" does not), never as
+// TryExec or as a symlink target (/snap/bin/x → /usr/bin/snap).
+func (ix *Index) exeKeys(prog string, progArgs int, tryExec string) (keys, bases []string) {
 	add := func(list []string, v string) []string {
 		for _, x := range list {
 			if x == v {
@@ -513,8 +520,8 @@ func (ix *Index) exeKeys(prog, tryExec string) (keys, bases []string) {
 		}
 		return append(list, v)
 	}
-	for _, p := range []string{prog, tryExec} {
-		if p == "" || isLauncher(filepath.Base(p)) {
+	for i, p := range []string{prog, tryExec} {
+		if p == "" || isLauncher(filepath.Base(p)) && (i == 1 || progArgs > 0) {
 			continue
 		}
 		bases = add(bases, filepath.Base(p))

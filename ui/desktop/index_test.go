@@ -132,6 +132,8 @@ func TestLookupPrecedence(t *testing.T) {
 	tr.app("share", "aa-helper.desktop", "Name=Helper\nNoDisplay=true\nExec=editor --helper\n") // NoDisplay loses
 	tr.app("share", "script.desktop", "Name=Script\nExec=python3 /usr/share/script/main.py\n")  // interpreter: no key
 	tr.app("share", "flatpak-run.desktop", "Name=Run\nExec=/usr/bin/flatpak run org.x.Y\n")
+	py := tr.exe("usr/bin/python3.11")
+	tr.app("share", "python3.11.desktop", "Name=Python (v3.11)\nExec=/usr/bin/python3.11\nTerminal=true\n") // the interpreter's own entry
 	tr.app("home", "hidden-app.desktop", "Name=Gone\nHidden=true\nExec=hidden-app\n")
 	tr.app("share", "hidden-app.desktop", "Name=Shadowed\nExec=hidden-app\n")
 	tr.write("share/applications/link.desktop", "[Desktop Entry]\nType=Link\nName=Link\nURL=http://x\n", 0o644)
@@ -146,6 +148,9 @@ func TestLookupPrecedence(t *testing.T) {
 	if a, ok := ix.Lookup(tr.path("usr/bin/python3"), ""); ok {
 		t.Errorf("python3 maps to %+v; interpreters must not be keys", a)
 	}
+	if a, ok := ix.Lookup(py, ""); !ok || a.Name != "Python (v3.11)" {
+		t.Errorf("Lookup(python3.11) = %+v, %v; the interpreter's own entry names it", a, ok)
+	}
 	if a, ok := ix.Lookup("/usr/bin/flatpak", ""); ok {
 		t.Errorf("flatpak maps to %+v; launchers must not be keys", a)
 	}
@@ -156,7 +161,7 @@ func TestLookupPrecedence(t *testing.T) {
 	for _, a := range ix.Apps() {
 		ids[a.ID] = true
 	}
-	want := map[string]bool{"editor.desktop": true, "aa-helper.desktop": true, "script.desktop": true, "flatpak-run.desktop": true}
+	want := map[string]bool{"editor.desktop": true, "aa-helper.desktop": true, "script.desktop": true, "flatpak-run.desktop": true, "python3.11.desktop": true}
 	if !reflect.DeepEqual(ids, want) {
 		t.Errorf("Apps ids = %v, want %v", ids, want)
 	}
@@ -404,4 +409,29 @@ func BenchmarkLookup(b *testing.B) {
 			ix.Lookup("/usr/bin/none", "")
 		}
 	})
+}
+
+func BenchmarkScan(b *testing.B) {
+	tr := newTree(&testing.T{})
+	defer os.RemoveAll(tr.root)
+	for i := range 300 {
+		tr.exe(fmt.Sprintf("usr/bin/app%d", i))
+		tr.app("share", fmt.Sprintf("app%d.desktop", i), fmt.Sprintf("Name=App %d\nName[de]=Anw %d\nComment=Does %d\nExec=app%d %%U\nIcon=app%d\nCategories=Utility;\n", i, i, i, i, i))
+	}
+	ix, _ := tr.index("share")
+	b.ReportAllocs()
+	for b.Loop() {
+		ix.Reload()
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	data := []byte(firefox)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Parse(data); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
