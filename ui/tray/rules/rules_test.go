@@ -117,7 +117,7 @@ func testRules() []shared.Rule {
 		{ID: "r2", Name: "curl", Action: shared.ActionDeny, Lifetime: shared.LifetimeForever, Owner: me, Enabled: true,
 			Match: shared.Match{Exe: "/usr/bin/curl"}},
 		{ID: "r3", Name: "ntp", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Owner: shared.OwnerSystem, Enabled: true,
-			Match: shared.Match{Exe: "/usr/sbin/chronyd", Port: shared.PortRange{Lo: 123, Hi: 123}, Proto: shared.ProtoUDP},
+			Match:  shared.Match{Exe: "/usr/sbin/chronyd", Port: shared.PortRange{Lo: 123, Hi: 123}, Proto: shared.ProtoUDP},
 			Source: "rules.d/base.toml", ReadOnly: true},
 		{ID: "r4", Name: "tracker", Action: shared.ActionReject, Lifetime: shared.LifetimeForever, Owner: shared.OwnerSystem, Enabled: true,
 			Match: shared.Match{Host: "tracker.example"}},
