@@ -150,7 +150,7 @@ func (m *Model) resetChoices() {
 
 // SetQueue takes the waiting groups, the first to be shown. When the shown
 // group becomes another one (a new prompt), the arming delay starts again
-// at now and the choices go back to their defaults: an answer given to one
+// at now, the message is cleared and the choices go back to their defaults: an answer given to one
 // connection never carries over to the next. A newer view of the same group
 // (more attempts) changes neither. It reports whether the shown group
 // changed.
@@ -165,6 +165,7 @@ func (m *Model) SetQueue(q []shared.Pending, now time.Time) (changed bool) {
 		m.shown = id
 		m.armedAt = now.Add(m.o.ArmDelay)
 		m.busy = false
+		m.message = ""
 		m.resetChoices()
 		return true
 	}

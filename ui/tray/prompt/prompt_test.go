@@ -1,0 +1,479 @@
+package prompt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/test"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/shared"
+	"github.com/tollgate-fw/tollgate/ui/desktop"
+)
+
+// fakeDaemon is an agent.Client keeping state like the daemon: pending
+// groups, answers, the agent registration.
+type fakeDaemon struct {
+	mu          sync.Mutex
+	pending     []shared.Pending
+	answers     []shared.Answer
+	agent       bool
+	registerErr error
+	answerErr   error
+	sigs        chan dbus.Signal
+}
+
+func newFake(ps ...shared.Pending) *fakeDaemon {
+	return &fakeDaemon{pending: ps, sigs: make(chan dbus.Signal, 16)}
+}
+
+func (f *fakeDaemon) RegisterAgent(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.registerErr != nil {
+		return f.registerErr
+	}
+	f.agent = true
+	return nil
+}
+
+func (f *fakeDaemon) UnregisterAgent(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.agent = false
+	return nil
+}
+
+func (f *fakeDaemon) ListPending(context.Context) ([]shared.Pending, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.pending), nil
+}
+
+func (f *fakeDaemon) Answer(_ context.Context, a shared.Answer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.answerErr != nil {
+		return f.answerErr
+	}
+	i := slices.IndexFunc(f.pending, func(p shared.Pending) bool { return p.ID == a.PendingID })
+	if i < 0 {
+		return fmt.Errorf("Answer: pending %d: %w", a.PendingID, dbus.ErrNotFound)
+	}
+	f.pending = slices.Delete(f.pending, i, i+1)
+	f.answers = append(f.answers, a)
+	return nil
+}
+
+func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
+	out := make(chan dbus.Signal)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-f.sigs:
+				select {
+				case out <- s:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+func (f *fakeDaemon) offer(p shared.Pending) {
+	f.mu.Lock()
+	f.pending = append(f.pending, p)
+	f.mu.Unlock()
+	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p}
+}
+
+func (f *fakeDaemon) resolve(id uint64) {
+	f.mu.Lock()
+	f.pending = slices.DeleteFunc(f.pending, func(p shared.Pending) bool { return p.ID == id })
+	f.mu.Unlock()
+	f.sigs <- dbus.Signal{Name: dbus.SignalPendingResolved, ID: id, Action: shared.ActionDeny}
+}
+
+func (f *fakeDaemon) set(fn func(*fakeDaemon)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakeDaemon) answered() []shared.Answer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.answers)
+}
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func pend(id uint64, host string) shared.Pending {
+	return shared.Pending{ID: id, Count: 3, Since: t0, Deadline: t0.Add(30 * time.Second),
+		Connection: shared.Connection{Direction: shared.DirectionOut, Proto: shared.ProtoTCP, UID: 1000, User: "alice",
+			PID: 4242, PPID: 4200, Exe: "/usr/bin/curl", Cmdline: "curl https://" + host, RemoteIP: netip.MustParseAddr("93.184.216.34"),
+			RemotePort: 443, Hosts: []string{host}, ExeSHA256: "0123abcd", Unit: "app-gnome-curl-1.scope", Attribution: shared.AttributedProcess}}
+}
+
+type apps map[string]desktop.App
+
+func (a apps) Lookup(exe, _ string) (desktop.App, bool) {
+	app, ok := a[exe]
+	return app, ok
+}
+
+// harness runs a Prompt on a test app with a fake daemon and a clock the
+// test moves. Widgets are touched under mu only: the prompt's UI calls
+// (fyne.Do in the real app) run under it, and so does every test access.
+type harness struct {
+	t       *testing.T
+	f       *fakeDaemon
+	p       *Prompt
+	mu      sync.Mutex
+	now     time.Time
+	changes []int
+	done    chan error
+}
+
+func start(t *testing.T, f *fakeDaemon, o Options) *harness {
+	t.Helper()
+	a := test.NewTempApp(t)
+	h := &harness{t: t, f: f, now: t0, done: make(chan error, 1)}
+	o.Now = func() time.Time { return h.now } // read under mu (UI calls only)
+	o.OnChange = func(n int) {
+		h.mu.Lock()
+		h.changes = append(h.changes, n)
+		h.mu.Unlock()
+	}
+	h.p = New(a, f, o)
+	h.p.ui = func(fn func()) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		fn()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { h.done <- h.p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-h.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not end")
+		}
+	})
+	return h
+}
+
+// ui runs fn with the widgets to itself.
+func (h *harness) ui(fn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fn()
+}
+
+func (h *harness) advance(d time.Duration) { h.ui(func() { h.now = h.now.Add(d) }) }
+
+// waitFor polls cond (run under mu) until it holds or the deadline passes.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		h.ui(func() { ok = cond() })
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var texts []string
+			h.ui(func() { texts = visibleTexts(h.p.w.Content()) })
+			h.t.Fatalf("timed out waiting for %s; window shows:\n%s", what, strings.Join(texts, "\n"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) shows(s string) bool {
+	return slices.ContainsFunc(visibleTexts(h.p.w.Content()), func(x string) bool { return strings.Contains(x, s) })
+}
+
+func (h *harness) showsID(id uint64) bool {
+	cur, ok := h.p.m.Current()
+	return ok && cur.ID == id && h.p.visible
+}
+
+func (h *harness) press(name fyne.KeyName) {
+	h.ui(func() { h.p.w.Canvas().OnTypedKey()(&fyne.KeyEvent{Name: name}) })
+}
+
+func (h *harness) typeRunes(s string) {
+	h.ui(func() { test.TypeOnCanvas(h.p.w.Canvas(), s) })
+}
+
+// visibleTexts are the texts of the visible labels, buttons and check
+// boxes under o.
+func visibleTexts(o fyne.CanvasObject) []string {
+	var out []string
+	walk(o, func(o fyne.CanvasObject) {
+		switch w := o.(type) {
+		case *widget.Label:
+			out = append(out, w.Text)
+		case *widget.Button:
+			out = append(out, w.Text)
+		case *widget.Check:
+			out = append(out, w.Text)
+		}
+	})
+	return out
+}
+
+func walk(o fyne.CanvasObject, fn func(fyne.CanvasObject)) {
+	if o == nil || !o.Visible() {
+		return
+	}
+	fn(o)
+	if c, ok := o.(*fyne.Container); ok {
+		for _, x := range c.Objects {
+			walk(x, fn)
+		}
+	}
+}
+
+func TestWindowShowsFacts(t *testing.T) {
+	f := newFake(pend(7, "example.org"), pend(8, "example.net"))
+	h := start(t, f, Options{Apps: apps{"/usr/bin/curl": {Name: "cURL", Match: desktop.MatchExe, File: "/usr/share/applications/curl.desktop"}}})
+	h.waitFor("the prompt for #7", func() bool { return h.showsID(7) })
+	h.ui(func() {
+		if !strings.HasPrefix(h.p.w.Title(), "Tollgate") {
+			t.Errorf("title %q", h.p.w.Title())
+		}
+		for _, s := range []string{
+			"cURL wants to connect to example.org:443", "1 more",
+			"Application", "cURL", "Executable", "/usr/bin/curl", "Command line", "curl https://example.org",
+			"Process id", "4242", "User", "alice (1000)", "Remote host", "example.org", "Remote address", "93.184.216.34",
+			"Port", "443", "Protocol", "tcp", "Direction", "outgoing", "Attempts", "3",
+			"Default action in 30s", "Answers possible in 1.0s", "Enter: deny once", "Allow", "Deny",
+		} {
+			if !h.shows(s) {
+				t.Errorf("window does not show %q:\n%s", s, strings.Join(visibleTexts(h.p.w.Content()), "\n"))
+			}
+		}
+		for _, s := range []string{"0123abcd", "app-gnome-curl-1.scope", "4200"} {
+			if h.shows(s) {
+				t.Errorf("%q shown before Details is on", s)
+			}
+		}
+		// Exactly one HighImportance button (Allow); Deny is Danger.
+		var high, danger []string
+		walk(h.p.w.Content(), func(o fyne.CanvasObject) {
+			if b, ok := o.(*widget.Button); ok {
+				switch b.Importance {
+				case widget.HighImportance:
+					high = append(high, b.Text)
+				case widget.DangerImportance:
+					danger = append(danger, b.Text)
+				}
+			}
+		})
+		if !slices.Equal(high, []string{"Allow"}) || !slices.Equal(danger, []string{"Deny"}) {
+			t.Errorf("high importance %v, danger %v", high, danger)
+		}
+		test.Tap(h.p.detailsOn)
+		for _, s := range []string{"SHA-256", "0123abcd", "Cgroup / unit", "app-gnome-curl-1.scope", "Parent process id", "4200",
+			"Attribution", "by the socket's process", "/usr/share/applications/curl.desktop"} {
+			if !h.shows(s) {
+				t.Errorf("details do not show %q", s)
+			}
+		}
+	})
+	// The countdown moves with the clock.
+	h.advance(10 * time.Second)
+	h.waitFor("the countdown at 20s", func() bool { return h.shows("Default action in 20s") && !h.shows("Answers possible") })
+
+	// An unverified executable says so.
+	u := pend(9, "example.com")
+	u.Connection.Exe, u.Connection.ExeClaimed = "", "/tmp/fake-browser"
+	f.resolve(7)
+	f.resolve(8)
+	f.offer(u)
+	h.waitFor("the prompt for #9", func() bool { return h.showsID(9) })
+	h.ui(func() {
+		if !h.shows("/tmp/fake-browser (unverified)") || h.shows("1 more") {
+			t.Errorf("window:\n%s", strings.Join(visibleTexts(h.p.w.Content()), "\n"))
+		}
+	})
+}
+
+func TestAllowForever(t *testing.T) {
+	f := newFake(pend(7, "example.org"))
+	h := start(t, f, Options{})
+	h.waitFor("the prompt", func() bool { return h.showsID(7) })
+	h.advance(2 * time.Second) // past the arming delay
+	h.ui(func() {
+		h.p.lifetime.SetSelected("Forever") // as a click on the radio does
+		test.Tap(h.p.allow)
+	})
+	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
+	want := shared.Answer{PendingID: 7, Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Scope: shared.ScopeExeHostPort}
+	if a := f.answered()[0]; a != want {
+		t.Errorf("answer %+v, want %+v", a, want)
+	}
+	// The queue is empty: the window hides, the tray is told.
+	h.waitFor("the window to hide", func() bool { return !h.p.visible && h.p.Waiting() == 0 })
+	h.ui(func() {
+		if !slices.Equal(h.changes, []int{1, 0}) {
+			t.Errorf("OnChange calls %v, want [1 0]", h.changes)
+		}
+	})
+}
+
+func TestOneHourAndScope(t *testing.T) {
+	f := newFake(pend(7, "example.org"))
+	h := start(t, f, Options{ArmDelay: -1})
+	h.waitFor("the prompt", func() bool { return h.showsID(7) })
+	h.ui(func() {
+		h.p.lifetime.SetSelected("1 hour")
+		h.p.scope.SetSelected("Any app to this host")
+		test.Tap(h.p.deny)
+	})
+	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
+	want := shared.Answer{PendingID: 7, Action: shared.ActionDeny, Lifetime: shared.LifetimeUntil, Until: t0.Add(time.Hour), Scope: shared.ScopeAnyExeHost}
+	if a := f.answered()[0]; a != want {
+		t.Errorf("answer %+v, want %+v", a, want)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	f := newFake(pend(7, "example.org"), pend(8, "example.net"))
+	h := start(t, f, Options{ArmDelay: time.Second})
+	h.waitFor("the prompt", func() bool { return h.showsID(7) })
+
+	// Within the arming delay keys and clicks do nothing.
+	h.typeRunes("aAdD")
+	h.press(fyne.KeyReturn)
+	h.press(fyne.KeyEscape)
+	h.ui(func() { test.Tap(h.p.allow); test.Tap(h.p.deny) })
+	h.advance(999 * time.Millisecond)
+	h.press(fyne.KeyEscape)
+	h.ui(func() {
+		if len(h.p.answers) != 0 || h.p.m.Busy() || h.p.m.Action() != shared.ActionDeny {
+			t.Errorf("armed too early: %d answers sent, busy %v, action %s", len(h.p.answers), h.p.m.Busy(), h.p.m.Action())
+		}
+	})
+
+	// Armed: Esc answers deny once.
+	h.advance(time.Millisecond)
+	h.press(fyne.KeyEscape)
+	h.waitFor("deny once for #7", func() bool { return len(f.answered()) == 1 })
+	if a := f.answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionDeny, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
+		t.Errorf("Esc answered %+v", a)
+	}
+
+	// The next prompt is armed afresh; then A chooses allow and Enter confirms.
+	h.waitFor("the prompt for #8", func() bool { return h.showsID(8) })
+	h.typeRunes("a")
+	h.press(fyne.KeyReturn)
+	h.ui(func() {
+		if len(h.p.answers) != 0 || h.p.m.Action() != shared.ActionDeny {
+			t.Error("the next prompt took keys within its arming delay")
+		}
+	})
+	h.advance(time.Second)
+	h.typeRunes("a")
+	h.waitFor("the choice shown", func() bool { return h.shows("Enter: allow once") })
+	if n := len(f.answered()); n != 1 {
+		t.Fatalf("A alone answered (%d answers)", n)
+	}
+	h.press(fyne.KeyReturn)
+	h.waitFor("allow once for #8", func() bool { return len(f.answered()) == 2 })
+	if a := f.answered()[1]; a != (shared.Answer{PendingID: 8, Action: shared.ActionAllow, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
+		t.Errorf("A, Enter answered %+v", a)
+	}
+}
+
+func TestQueueFollowsDaemon(t *testing.T) {
+	f := newFake()
+	h := start(t, f, Options{ArmDelay: -1})
+	h.ui(func() {
+		if h.p.visible {
+			t.Error("window shown with nothing waiting")
+		}
+	})
+	f.offer(pend(1, "a.example"))
+	h.waitFor("#1", func() bool { return h.showsID(1) })
+	f.offer(pend(2, "b.example"))
+	h.waitFor("1 more", func() bool { return h.shows("1 more") })
+	// A newer view of #1 (more attempts) updates it in place.
+	p1 := pend(1, "a.example")
+	p1.Count = 9
+	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p1}
+	h.waitFor("9 attempts", func() bool { return slices.Contains(visibleTexts(h.p.facts), "9") })
+	// Resolved elsewhere: it leaves; the next one shows.
+	f.resolve(1)
+	h.waitFor("#2", func() bool { return h.showsID(2) && !h.shows("1 more") })
+	// The daemon leaves: nothing waits, the window hides.
+	f.set(func(f *fakeDaemon) { f.pending = nil })
+	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged}
+	h.waitFor("hidden", func() bool { return !h.p.visible && h.p.Waiting() == 0 })
+	// It comes back with a connection waiting.
+	f.set(func(f *fakeDaemon) { f.pending = []shared.Pending{pend(3, "c.example")} })
+	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.9"}
+	h.waitFor("#3 after the restart", func() bool { return h.showsID(3) })
+}
+
+func TestDaemonAbsentAtStart(t *testing.T) {
+	f := newFake(pend(4, "d.example"))
+	f.registerErr = errors.New("org.freedesktop.DBus.Error.ServiceUnknown")
+	h := start(t, f, Options{ArmDelay: -1})
+	f.set(func(f *fakeDaemon) { f.registerErr = nil })
+	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.2"}
+	h.waitFor("#4 once the daemon appears", func() bool { return h.showsID(4) })
+}
+
+func TestAnswerErrorsShown(t *testing.T) {
+	f := newFake(pend(5, "e.example"), pend(6, "f.example"))
+	h := start(t, f, Options{ArmDelay: -1})
+	h.waitFor("#5", func() bool { return h.showsID(5) })
+	f.set(func(f *fakeDaemon) { f.answerErr = fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized) })
+	h.ui(func() { test.Tap(h.p.allow) })
+	h.waitFor("not authorized shown", func() bool { return h.shows("Not authorized to answer") && h.showsID(5) })
+	// It stays and can be answered again.
+	f.set(func(f *fakeDaemon) { f.answerErr = nil; f.pending = f.pending[1:] }) // #5 decided meanwhile, no signal seen
+	h.ui(func() { test.Tap(h.p.deny) })
+	h.waitFor("already decided shown on the next prompt", func() bool { return h.showsID(6) && h.shows("already decided") })
+	if n := len(f.answered()); n != 0 {
+		t.Errorf("answers %d", n)
+	}
+}
+
+func TestShowBringsBackAHiddenWindow(t *testing.T) {
+	f := newFake(pend(5, "e.example"))
+	h := start(t, f, Options{})
+	h.waitFor("#5", func() bool { return h.showsID(5) })
+	h.ui(h.p.hide) // what closing the window does
+	if h.p.Waiting() != 1 {
+		t.Errorf("waiting %d after hiding", h.p.Waiting())
+	}
+	h.p.Show()
+	h.ui(func() {
+		if !h.p.visible {
+			t.Error("Show did not show the window")
+		}
+	})
+}
