@@ -11,7 +11,7 @@ FUZZTIME  ?= 10s
 DEB_DEPS  := iptables iproute2 iputils-ping util-linux procps dbus dbus-daemon \
              rpm lintian systemd \
              libgl1-mesa-dev xorg-dev libxkbcommon-dev libwayland-dev \
-             xvfb xdotool imagemagick
+             xvfb xdotool imagemagick desktop-file-utils
 # Repository-local tools (go install), pinned.
 TOOLS     := $(CURDIR)/bin/tools
 NFPM_VERSION := v2.45.2
