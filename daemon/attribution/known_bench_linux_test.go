@@ -2,6 +2,7 @@ package attribution
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -30,6 +31,15 @@ func BenchmarkLookupKnownProcess(b *testing.B) {
 			c.Close()
 		}
 	}()
+	for _, inFlight := range []int{1, 8} {
+		benchKnown(b, ln, inFlight)
+	}
+}
+
+// benchKnown runs BenchmarkLookupKnownProcess with inFlight connections
+// open at a time: each operation closes the oldest and looks up a new one,
+// like a load client with that many workers.
+func benchKnown(b *testing.B, ln net.Listener, inFlight int) {
 	for _, mode := range []string{"no-events", "events"} {
 		o := Options{NoProcEvents: true, NoInitialScan: true}
 		if mode == "events" {
@@ -38,18 +48,28 @@ func BenchmarkLookupKnownProcess(b *testing.B) {
 			}
 			o.NoProcEvents = false
 		}
-		b.Run(mode, func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s/inflight-%d", mode, inFlight), func(b *testing.B) {
 			a, err := New(context.Background(), nil, o)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer a.Close()
+			var open []net.Conn
+			defer func() {
+				for _, c := range open {
+					c.Close()
+				}
+			}()
 			lookup := func() {
+				if len(open) >= inFlight {
+					open[0].Close()
+					open = open[1:]
+				}
 				c, err := net.Dial("tcp", ln.Addr().String())
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer c.Close()
+				open = append(open, c)
 				q := Query{Proto: protoTCP, Local: c.LocalAddr().(*net.TCPAddr).AddrPort(), Remote: c.RemoteAddr().(*net.TCPAddr).AddrPort(), UID: 0, GID: 0}
 				b.StartTimer()
 				p, found, err := a.Lookup(context.Background(), q)
