@@ -1,0 +1,357 @@
+// Package connections is the tray's connections window: the recent
+// connections from the daemon's log with their verdict and deciding rule,
+// filters by app and verdict, and "Make rule…", which hands a rule
+// pre-filled from the selected connection to the rules editor.
+//
+// It owns the window and its polling of RecentConnections while it is
+// open. What rows show and the proposed rule are connmodel's (plain Go).
+// It must not import the daemon or make rules itself: Options.MakeRule
+// (the rules window) does, through the daemon.
+package connections
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/widget"
+
+	"github.com/tollgate-fw/tollgate/shared"
+	"github.com/tollgate-fw/tollgate/ui/desktop"
+	"github.com/tollgate-fw/tollgate/ui/tray/connections/connmodel"
+)
+
+// Client is what the window needs of the daemon; *dbus.Client satisfies
+// it.
+type Client interface {
+	RecentConnections(ctx context.Context, f shared.LogFilter) ([]shared.LogEntry, error)
+}
+
+// AppFinder names applications; *desktop.Index satisfies it.
+type AppFinder interface {
+	Lookup(exe, app string) (desktop.App, bool)
+}
+
+// Options configure the window.
+type Options struct {
+	Apps AppFinder // optional: application names
+	// MakeRule is called (on the Fyne goroutine) with the rule "Make rule…"
+	// proposes for the selected connection; the tray wires it to the rules
+	// window's NewRule. Nil hides the button.
+	MakeRule func(shared.Rule)
+	Log      *slog.Logger   // nil = discard
+	Interval time.Duration  // between polls while open; 0 = 2 s
+	MaxRows  int            // connections kept; 0 = connmodel.DefaultMax
+	Location *time.Location // for times; nil = time.Local
+}
+
+// callTimeout bounds every call to the daemon.
+const callTimeout = 30 * time.Second
+
+const (
+	allApps     = "All apps"
+	allVerdicts = "All verdicts"
+)
+
+// Window is the connections window. Its methods are called from the Fyne
+// goroutine; poll results come back through fyne.Do.
+type Window struct {
+	app fyne.App
+	c   Client
+	o   Options
+	log *slog.Logger
+
+	win   fyne.Window
+	model *connmodel.Log
+
+	table      *widget.Table
+	appSel     *widget.Select
+	verdictSel *widget.Select
+	makeBtn    *widget.Button
+	detail     *widget.Label
+	status     *widget.Label
+	built      bool
+	selected   connmodel.Key
+	hasSel     bool
+
+	stop      context.CancelFunc // ends polling; nil when closed
+	following sync.WaitGroup     // the polling goroutine
+
+	mu     sync.Mutex
+	since  time.Time // Since of the next poll: the newest connection seen
+	polled int       // polls whose result reached the UI: tests wait on it
+}
+
+// NewWindow makes the connections window; nothing is shown or asked of the
+// daemon before Show.
+func NewWindow(a fyne.App, c Client, o Options) *Window {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Interval <= 0 {
+		o.Interval = 2 * time.Second
+	}
+	if o.MaxRows <= 0 || o.MaxRows > shared.MaxLogLimit {
+		o.MaxRows = min(connmodel.DefaultMax, shared.MaxLogLimit)
+	}
+	w := &Window{app: a, c: c, o: o, log: o.Log}
+	w.model = connmodel.New(connmodel.Options{Max: o.MaxRows, AppName: w.appName, Location: o.Location})
+	return w
+}
+
+func (w *Window) appName(exe, app string) (string, bool) {
+	if w.o.Apps == nil {
+		return "", false
+	}
+	a, ok := w.o.Apps.Lookup(exe, app)
+	if !ok || a.Name == "" {
+		return "", false
+	}
+	return a.Name, true
+}
+
+// Show opens the window (or brings it to the front) and polls the
+// connection log until it is closed.
+func (w *Window) Show() {
+	if w.win == nil {
+		w.build()
+	}
+	if w.stop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stop = cancel
+		w.following.Go(func() { w.poll(ctx) })
+	}
+	w.win.Show()
+	w.win.RequestFocus()
+}
+
+// Close hides the window and stops polling.
+func (w *Window) Close() {
+	if w.stop != nil {
+		w.stop()
+		w.stop = nil
+	}
+	if w.win != nil {
+		w.win.Hide()
+	}
+}
+
+func (w *Window) build() {
+	w.win = w.app.NewWindow("Tollgate — Connections")
+	w.win.SetCloseIntercept(w.Close)
+
+	w.table = widget.NewTable(
+		func() (int, int) { return w.model.Len(), int(connmodel.NumColumns) },
+		func() fyne.CanvasObject {
+			l := widget.NewLabel("")
+			l.Truncation = fyne.TextTruncateEllipsis
+			return l
+		},
+		w.updateCell,
+	)
+	w.table.ShowHeaderRow = true
+	w.table.CreateHeader = func() fyne.CanvasObject { return widget.NewLabel("") }
+	w.table.UpdateHeader = func(id widget.TableCellID, o fyne.CanvasObject) {
+		o.(*widget.Label).SetText(connmodel.Column(id.Col).Title())
+	}
+	w.table.OnSelected = func(id widget.TableCellID) {
+		if r, ok := w.model.Row(id.Row); ok {
+			w.selected, w.hasSel = connmodel.KeyOf(r.Entry), true
+		}
+		w.showSelection()
+	}
+	for c, width := range []float32{150, 140, 200, 260, 50, 40, 110, 90, 110} {
+		w.table.SetColumnWidth(c, width)
+	}
+
+	w.appSel = widget.NewSelect([]string{allApps}, func(string) { w.applyFilter() })
+	w.appSel.SetSelected(allApps)
+	w.verdictSel = widget.NewSelect([]string{allVerdicts, string(shared.ActionAllow), string(shared.ActionDeny), string(shared.ActionReject)},
+		func(string) { w.applyFilter() })
+	w.verdictSel.SetSelected(allVerdicts)
+	w.makeBtn = widget.NewButton("Make rule…", w.makeRule)
+	if w.o.MakeRule == nil {
+		w.makeBtn.Hide()
+	}
+	w.detail = widget.NewLabel("")
+	w.detail.Wrapping = fyne.TextWrapWord
+	w.status = widget.NewLabel("")
+
+	top := container.NewGridWithColumns(2, w.appSel, w.verdictSel)
+	bottom := container.NewVBox(w.detail, container.NewBorder(nil, nil, nil, w.makeBtn, w.status))
+	w.win.SetContent(container.NewBorder(top, bottom, nil, nil, w.table))
+	w.win.Resize(fyne.NewSize(1200, 560))
+	w.built = true
+	w.refreshTable()
+}
+
+func (w *Window) updateCell(id widget.TableCellID, o fyne.CanvasObject) {
+	l := o.(*widget.Label)
+	r, ok := w.model.Row(id.Row)
+	if !ok {
+		l.SetText("")
+		return
+	}
+	imp := widget.MediumImportance
+	if col := connmodel.Column(id.Col); col == connmodel.ColVerdict && r.Entry.Verdict.Action != shared.ActionAllow {
+		imp = widget.DangerImportance
+	}
+	if l.Importance != imp {
+		l.Importance = imp
+	}
+	l.SetText(r.Cell(connmodel.Column(id.Col)))
+}
+
+func (w *Window) applyFilter() {
+	if !w.built {
+		return
+	}
+	var f connmodel.Filter
+	if s := w.appSel.Selected; s != allApps {
+		f.App = s
+	}
+	if s := w.verdictSel.Selected; s != allVerdicts && s != "" {
+		f.Verdict = shared.Action(s)
+	}
+	w.model.SetFilter(f)
+	w.refreshTable()
+}
+
+// refreshTable shows the model again, keeping the selected connection
+// selected while it is shown.
+func (w *Window) refreshTable() {
+	w.table.Refresh()
+	if i := w.model.Index(w.selected); w.hasSel && i >= 0 {
+		w.table.Select(widget.TableCellID{Row: i, Col: 0})
+	} else {
+		w.hasSel = false
+		w.table.UnselectAll()
+	}
+	w.showSelection()
+}
+
+func (w *Window) selectedRow() (connmodel.Row, bool) {
+	if !w.hasSel {
+		return connmodel.Row{}, false
+	}
+	i := w.model.Index(w.selected)
+	return w.model.Row(i)
+}
+
+// showSelection fills the detail line and the button for the selection.
+func (w *Window) showSelection() {
+	r, ok := w.selectedRow()
+	if !ok {
+		w.makeBtn.Disable()
+		w.detail.SetText("")
+		return
+	}
+	w.makeBtn.Enable()
+	w.detail.SetText(details(r.Entry))
+}
+
+// details is the selected connection's facts the table has no room for.
+func details(e shared.LogEntry) string {
+	c := &e.Connection
+	var parts []string
+	if c.PID != 0 {
+		parts = append(parts, "pid "+strconv.Itoa(c.PID))
+	}
+	switch {
+	case c.User != "":
+		parts = append(parts, "user "+c.User)
+	case c.UID >= 0:
+		parts = append(parts, "uid "+strconv.FormatInt(c.UID, 10))
+	}
+	if c.Cmdline != "" {
+		parts = append(parts, "command "+c.Cmdline)
+	}
+	if c.Attribution == shared.AttributedUIDOnly {
+		parts = append(parts, "process not found: attributed to its user only")
+	}
+	if len(c.Hosts) > 1 {
+		parts = append(parts, "names "+strings.Join(c.Hosts, ", "))
+	}
+	if e.Verdict.Reason != "" {
+		parts = append(parts, "why: "+e.Verdict.Reason)
+	}
+	return strings.Join(parts, " · ")
+}
+
+func (w *Window) makeRule() {
+	r, ok := w.selectedRow()
+	if !ok || w.o.MakeRule == nil {
+		return
+	}
+	w.o.MakeRule(connmodel.RuleFor(r.Entry, w.appName))
+}
+
+// poll reads the log at once and then every Interval until ctx ends; each
+// poll asks only for what is at least as new as the newest seen.
+func (w *Window) poll(ctx context.Context) {
+	t := time.NewTicker(w.o.Interval)
+	defer t.Stop()
+	for {
+		w.fetch(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Window) fetch(ctx context.Context) {
+	w.mu.Lock()
+	since := w.since
+	w.mu.Unlock()
+	f := shared.LogFilter{Limit: w.o.MaxRows, Since: since}
+	if !since.IsZero() {
+		f.Limit = shared.MaxLogLimit
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	entries, err := w.c.RecentConnections(cctx, f)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		w.log.Warn("connections window: read the connection log", "err", err)
+	} else {
+		newest := since
+		for _, e := range entries {
+			if t := e.Connection.Time; t.After(newest) {
+				newest = t
+			}
+		}
+		w.mu.Lock()
+		w.since = newest
+		w.mu.Unlock()
+	}
+	fyne.Do(func() {
+		w.apply(entries, err)
+		w.mu.Lock()
+		w.polled++
+		w.mu.Unlock()
+	})
+}
+
+func (w *Window) apply(entries []shared.LogEntry, err error) {
+	if err != nil {
+		w.status.SetText(fmt.Sprintf("read the connection log: %v", err))
+		return
+	}
+	if w.model.Add(entries) > 0 {
+		sel := w.appSel.Selected
+		w.appSel.SetOptions(append([]string{allApps}, w.model.Apps()...))
+		w.appSel.SetSelected(sel)
+		w.refreshTable()
+	}
+	w.status.SetText(fmt.Sprintf("%d of %d connections", w.model.Len(), w.model.Total()))
+}
