@@ -165,6 +165,7 @@ type Stats struct {
 	FactsCached  uint64 // facts answered from the cache
 	Rechecks     uint64 // cached facts re-checked by reading /proc (not vouched for by the proc connector)
 	ExitedHolder uint64 // answered with facts of a holder that had just exited
+	Vouched      uint64 // holders found through a bound /proc/PID with parent and facts vouched for by proc events: no stat read
 	ProcEvents   bool   // the proc connector is in use
 	EventsLost   uint64 // times the kernel dropped proc events
 }
@@ -195,7 +196,7 @@ type Attributor struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost atomic.Uint64
+	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost, nVouched atomic.Uint64
 }
 
 // indexEntry says which process held a socket inode when last seen.
@@ -213,6 +214,7 @@ type mruEntry struct {
 	pid int
 	uid uint32
 	fd  int
+	dir *pidDir // its /proc/PID, opened once it was found twice; nil: none
 }
 
 type userEntry struct {
@@ -227,6 +229,11 @@ type procFacts struct {
 	hashed   bool
 	trusted  bool // the proc connector vouches for it: no exec or id change since it was read
 	exitedAt time.Time
+	// ppidSeq is the event sequence number before PPID was read (ppidOK:
+	// known, with the proc connector): with no event for the parent since,
+	// the parent has not exited, so the process was not re-parented.
+	ppidSeq uint64
+	ppidOK  bool
 }
 
 const (
@@ -317,6 +324,14 @@ func (a *Attributor) Close() error {
 		a.ev.interrupt()
 	}
 	a.wg.Wait()
+	a.mu.Lock()
+	for i := range a.mru {
+		if a.mru[i].dir != nil {
+			a.mru[i].dir.close()
+			a.mru[i].dir = nil
+		}
+	}
+	a.mu.Unlock()
 	var errs []error
 	if a.ev != nil {
 		errs = append(errs, a.ev.close())
@@ -331,7 +346,7 @@ func (a *Attributor) Stats() Stats {
 		Lookups: a.nLookups.Load(), Found: a.nFound.Load(), NoSocket: a.nNoSocket.Load(),
 		IndexHits: a.nIndexHits.Load(), Scans: a.nScans.Load(), ScannedProcs: a.nScanned.Load(),
 		FDLinks: a.proc.fdLinks.Load(), FactsCached: a.nCached.Load(), Rechecks: a.nRechecks.Load(),
-		ExitedHolder: a.nExited.Load(), ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
+		ExitedHolder: a.nExited.Load(), Vouched: a.nVouched.Load(), ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
 	}
 }
 
@@ -503,7 +518,7 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int,
 			a.nIndexHits.Add(1)
 			a.mu.Lock()
 			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
-			a.touchMRU(e.pid, uid, -1)
+			a.touchMRU(e.pid, uid, -1, st.Start)
 			a.mu.Unlock()
 			return e.pid, st, e, nil
 		}
@@ -511,31 +526,141 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int,
 	pid, fd, st, err := a.scan(ctx, inode, uid)
 	if pid > 0 {
 		a.mu.Lock()
-		a.touchMRU(pid, uid, fd)
+		seen := a.touchMRU(pid, uid, fd, st.Start)
 		a.mu.Unlock()
+		if seen {
+			a.bindDir(pid, st.Start)
+		}
 	}
 	return pid, st, e, err
 }
 
-// touchMRU moves pid to the front of the recent holders; fd is where a
-// search found its socket (-1: found otherwise, keep the fd known). a.mu
-// is held.
-func (a *Attributor) touchMRU(pid int, uid uint32, fd int) {
+// bindDir opens /proc/PID of the recent holder (pid, start) for probing its
+// fds through (see pidDir), unless it has one.
+func (a *Attributor) bindDir(pid int, start uint64) {
+	a.mu.Lock()
+	need := len(a.mru) > 0 && a.mru[0].pid == pid && a.mru[0].dir == nil
+	a.mu.Unlock()
+	if !need {
+		return
+	}
+	d, err := a.proc.openPidDir(pid, start)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range a.mru {
+		if a.mru[i].pid == pid && a.mru[i].dir == nil && !a.closed {
+			a.mru[i].dir = d
+			return
+		}
+	}
+	d.close()
+}
+
+// probeDir looks for socket inode at the fds next to where m's last one was
+// found, through m's bound /proc/PID directory: a hit is the same process
+// m.dir was opened for. Its stat comes from the facts when the proc
+// connector vouches for them and for the parent (no exit of the parent
+// since it was read: no re-parenting), else from one read through the
+// directory.
+func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
+	a.nScanned.Add(1)
+	d := m.dir
+	found := -1
+	now := time.Now()
+	var seen [2*probeSpan + 1]uint64
+	var seenFD [2*probeSpan + 1]int
+	n := 0
+	for i := 0; i <= 2*probeSpan; i++ {
+		fd := m.fd + (i+1)/2
+		if i%2 == 0 {
+			fd = m.fd - i/2
+		}
+		if fd < 0 {
+			continue
+		}
+		got, ok := d.fdSocket(a.proc, fd)
+		if !ok {
+			continue
+		}
+		seen[n], seenFD[n] = got, fd
+		n++
+		if got == inode {
+			found = fd
+			break
+		}
+	}
+	a.mu.Lock()
+	for i := 0; i < n; i++ {
+		a.index.put(seen[i], indexEntry{pid: d.pid, fd: seenFD[i], start: d.start, seen: now})
+	}
+	a.mu.Unlock()
+	if found < 0 {
+		return statInfo{}, -1, false
+	}
+	if a.ev != nil {
+		a.syncEvents() // a parent's exit before the fd was read is applied
+		a.mu.Lock()
+		f, ok := a.facts.get(d.pid)
+		if ok && f.p.PIDStart == d.start && f.trusted && f.hashed && f.ppidOK &&
+			(f.p.PPID <= 0 || !a.eventSinceLocked(f.p.PPID, f.ppidSeq)) {
+			ppid := f.p.PPID
+			a.mu.Unlock()
+			a.nVouched.Add(1)
+			return statInfo{State: 'R', PPID: ppid, Start: d.start}, found, true
+		}
+		a.mu.Unlock()
+	}
+	var seq uint64
+	a.mu.Lock()
+	seq = a.evSeq
+	a.mu.Unlock()
+	st, err := d.stat()
+	if err != nil || st.exited() || st.Start != d.start {
+		return statInfo{}, -1, false
+	}
+	if a.ev != nil {
+		a.mu.Lock()
+		if f, ok := a.facts.get(d.pid); ok && f.p.PIDStart == st.Start && f.trusted && (!f.ppidOK || f.ppidSeq < seq || f.p.PPID != st.PPID) {
+			g := *f
+			g.p.PPID, g.ppidSeq, g.ppidOK = st.PPID, seq, true
+			a.facts.put(d.pid, &g)
+		}
+		a.mu.Unlock()
+	}
+	return st, found, true
+}
+
+// touchMRU moves the process (pid, start) to the front of the recent
+// holders; fd is where a search found its socket (-1: found otherwise, keep
+// the fd known). It reports whether the process was a recent holder
+// already. A bound directory of another process with that pid, or of an
+// entry pushed out, is closed. a.mu is held.
+func (a *Attributor) touchMRU(pid int, uid uint32, fd int, start uint64) bool {
 	for i, m := range a.mru {
 		if m.pid == pid {
 			if fd < 0 {
 				fd = m.fd
 			}
+			if m.dir != nil && m.dir.start != start {
+				m.dir.close()
+				m.dir = nil
+			}
 			copy(a.mru[1:i+1], a.mru[:i])
-			a.mru[0] = mruEntry{pid, uid, fd}
-			return
+			a.mru[0] = mruEntry{pid, uid, fd, m.dir}
+			return true
 		}
 	}
 	if len(a.mru) < maxMRU {
 		a.mru = append(a.mru, mruEntry{})
+	} else if last := a.mru[len(a.mru)-1]; last.dir != nil {
+		last.dir.close()
 	}
 	copy(a.mru[1:], a.mru[:len(a.mru)-1])
-	a.mru[0] = mruEntry{pid, uid, fd}
+	a.mru[0] = mruEntry{pid, uid, fd, nil}
+	return false
 }
 
 // scan searches /proc/*/fd for the holder of inode, recording the sockets
@@ -568,6 +693,12 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, i
 	mru := slices.Clone(a.mru)
 	a.mu.Unlock()
 	for _, m := range near[:nNear] {
+		if m.dir != nil {
+			if st, fd, ok := a.probeDir(m, inode); ok {
+				return m.pid, fd, st, nil
+			}
+			continue
+		}
 		if st, fd, ok := a.indexProcess(m.pid, inode, m.fd, true); ok {
 			return m.pid, fd, st, nil
 		}
@@ -765,6 +896,7 @@ func (a *Attributor) withPPID(f *procFacts, st statInfo) *procFacts {
 	defer a.mu.Unlock()
 	g := *f
 	g.p.PPID = st.PPID
+	g.ppidOK = false // read without an event sequence number: re-read next time
 	if cur, ok := a.facts.get(f.p.PID); ok && cur == f {
 		a.facts.put(f.p.PID, &g)
 	}
@@ -854,14 +986,15 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 		cgroup = parseCgroup(b)
 	}
 	// The process must still be the one we found: same start, not exited.
-	if st2, err := a.proc.stat(pid); err != nil || st2.Start != st.Start || st2.exited() {
+	st2, err := a.proc.stat(pid)
+	if err != nil || st2.Start != st.Start || st2.exited() {
 		if err == nil {
 			err = fmt.Errorf("pid %d: %w", pid, os.ErrNotExist)
 		}
 		return nil, err
 	}
-	f := &procFacts{p: Process{
-		PID: pid, PIDStart: st.Start, PPID: st.PPID,
+	f := &procFacts{ppidSeq: seq, ppidOK: a.ev != nil, p: Process{
+		PID: pid, PIDStart: st.Start, PPID: st2.PPID,
 		UID: id.uid, GID: id.gid, Exe: id.exe, ExeClaimed: id.exeClaimed, Cmdline: string(id.cmdline), Cgroup: cgroup,
 	}}
 	f.p.Unit, f.p.App = cgroupUnit(cgroup)

@@ -85,14 +85,7 @@ func (f *fakeProc) add(p fakeProcess) {
 	if p.Comm == "" {
 		p.Comm = p.Exe
 	}
-	// Fields 1..22; 5..21 are zeros.
-	fields := []string{strconv.Itoa(p.PID), "(" + p.Comm + ")", string(p.State), strconv.Itoa(p.PPID)}
-	for i := 5; i <= 21; i++ {
-		fields = append(fields, "0")
-	}
-	fields = append(fields, strconv.FormatUint(p.Start, 10), "12345", "0")
-	f.write(filepath.Join(dir, "stat"), strings.Join(fields, " ")+"\n")
-	f.write(filepath.Join(dir, "task", strconv.Itoa(p.PID), "stat"), strings.Join(fields, " ")+"\n")
+	f.writeStat(p)
 	f.write(filepath.Join(dir, "status"), fmt.Sprintf("Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
 		p.Comm, p.PID, p.PPID, p.UID, p.UID, p.UID, p.UID, p.GID, p.GID, p.GID, p.GID))
 	f.write(filepath.Join(dir, "cmdline"), strings.Join(p.Args, "\x00")+"\x00")
@@ -108,6 +101,26 @@ func (f *fakeProc) add(p fakeProcess) {
 	// Some non-socket fds, as real processes have.
 	_ = os.Symlink("/dev/null", filepath.Join(dir, "fd", "0"))
 	_ = os.Symlink("pipe:[77]", filepath.Join(dir, "fd", "1"))
+}
+
+// writeStat writes the stat files of p (PID/stat and its main thread's).
+func (f *fakeProc) writeStat(p fakeProcess) {
+	f.t.Helper()
+	if p.State == 0 {
+		p.State = 'S'
+	}
+	if p.Comm == "" {
+		p.Comm = p.Exe
+	}
+	// Fields 1..22; 5..21 are zeros.
+	fields := []string{strconv.Itoa(p.PID), "(" + p.Comm + ")", string(p.State), strconv.Itoa(p.PPID)}
+	for i := 5; i <= 21; i++ {
+		fields = append(fields, "0")
+	}
+	fields = append(fields, strconv.FormatUint(p.Start, 10), "12345", "0")
+	dir := filepath.Join(f.root, strconv.Itoa(p.PID))
+	f.write(filepath.Join(dir, "stat"), strings.Join(fields, " ")+"\n")
+	f.write(filepath.Join(dir, "task", strconv.Itoa(p.PID), "stat"), strings.Join(fields, " ")+"\n")
 }
 
 func (f *fakeProc) setFD(pid, fd int, inode uint64) {

@@ -50,6 +50,11 @@ func readSmall(path string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	return readFD(fd, path, buf)
+}
+
+// readFD reads the small file open at fd (path names it in errors).
+func readFD(fd int, path string, buf []byte) ([]byte, error) {
 	buf = buf[:0]
 	for {
 		if len(buf) == cap(buf) {
