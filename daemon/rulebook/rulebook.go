@@ -56,36 +56,28 @@ type Actor struct {
 type Options struct {
 	MaxPerUser int // rules one (non-admin) owner may have; 0 = 10,000
 	Now        func() time.Time
+	// FileRules are the read-only rules from rules.d to start with
+	// (SetFileRules replaces them later); giving them here saves building
+	// the first rule set twice.
+	FileRules []shared.Rule
 }
 
 // Book holds the rules.
+//
+// Its storage is the rule set it hands the matcher (one compact copy of
+// every rule): the file rules first, then the stored and in-memory ones.
+// Every change builds the next set from the last one.
 type Book struct {
 	opts  Options
 	log   *slog.Logger
 	st    Store
 	apply func(*rules.Set)
 
-	mu    sync.Mutex
-	files []shared.Rule
-	rules map[string]shared.Rule // stored and in-memory rules by ID
-	timed map[string]bool        // IDs of process and until rules: what Prune looks at
-}
-
-// keepLocked puts r in the book (b.mu held), noting whether Prune must
-// watch it.
-func (b *Book) keepLocked(r shared.Rule) {
-	b.rules[r.ID] = r
-	if r.Lifetime == shared.LifetimeProcess || r.Lifetime == shared.LifetimeUntil {
-		b.timed[r.ID] = true
-	} else {
-		delete(b.timed, r.ID)
-	}
-}
-
-// dropLocked removes rule id from the book (b.mu held).
-func (b *Book) dropLocked(id string) {
-	delete(b.rules, id)
-	delete(b.timed, id)
+	mu     sync.Mutex
+	set    *rules.Set
+	nfiles int                  // set's first nfiles rules are the file rules
+	timed  map[string]bool      // IDs of process and until rules: what Prune looks at
+	hits   map[string]store.Hit // decisions counted (AddHits) since the rule went into the set
 }
 
 // New loads the stored rules and applies the first rule set.
@@ -96,7 +88,7 @@ func New(st Store, apply func(*rules.Set), log *slog.Logger, opts Options) (*Boo
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	b := &Book{opts: opts, log: log, st: st, apply: apply, rules: make(map[string]shared.Rule), timed: make(map[string]bool)}
+	b := &Book{opts: opts, log: log, st: st, apply: apply, timed: make(map[string]bool), hits: make(map[string]store.Hit)}
 	stored, bad, err := st.Rules()
 	if err != nil {
 		return nil, fmt.Errorf("read rules from database: %w", err)
@@ -104,31 +96,55 @@ func New(st Store, apply func(*rules.Set), log *slog.Logger, opts Options) (*Boo
 	for _, r := range bad {
 		log.Error("unreadable rule in database (kept, not applied)", "key", r.Key, "err", r.Err)
 	}
-	for _, r := range stored {
-		b.keepLocked(r)
+	for i := range stored {
+		b.noteTimed(&stored[i])
 	}
 	b.mu.Lock()
-	b.rebuildLocked()
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	b.nfiles = len(opts.FileRules)
+	b.set = rules.NewSet(opts.FileRules).Edit(nil, nil, stored)
+	b.opts.FileRules = nil
+	b.apply(b.set)
 	return b, nil
+}
+
+// noteTimed notes whether Prune must watch r (b.mu held, or not yet shared).
+func (b *Book) noteTimed(r *shared.Rule) {
+	if r.Lifetime == shared.LifetimeProcess || r.Lifetime == shared.LifetimeUntil {
+		b.timed[r.ID] = true
+	} else {
+		delete(b.timed, r.ID)
+	}
+}
+
+// editLocked makes the next set: the rules (never file rules) whose IDs
+// are in drop go, add come after the rest; then the matcher gets it. b.mu
+// is held.
+func (b *Book) editLocked(drop map[string]bool, add []shared.Rule) {
+	var fn func(rules.View) bool
+	if len(drop) > 0 {
+		fn = func(v rules.View) bool { return v.Index() >= b.nfiles && drop[v.ID()] }
+	}
+	for id := range drop {
+		delete(b.timed, id)
+		delete(b.hits, id)
+	}
+	for i := range add {
+		delete(b.hits, add[i].ID)
+		b.noteTimed(&add[i])
+	}
+	b.set = b.set.Edit(fn, nil, add)
+	b.apply(b.set)
 }
 
 // SetFileRules replaces the read-only rules from rules.d.
 func (b *Book) SetFileRules(rs []shared.Rule) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.files = rs
-	b.rebuildLocked()
-}
-
-// rebuildLocked hands the matcher a new set. b.mu is held.
-func (b *Book) rebuildLocked() {
-	all := make([]shared.Rule, 0, len(b.files)+len(b.rules))
-	all = append(all, b.files...)
-	for _, r := range b.rules {
-		all = append(all, r)
-	}
-	b.apply(rules.NewSet(all))
+	n := b.nfiles
+	b.set = b.set.Edit(func(v rules.View) bool { return v.Index() < n }, rs, nil)
+	b.nfiles = len(rs)
+	b.apply(b.set)
 }
 
 // stored reports whether a rule of this lifetime lives in the database.
@@ -138,7 +154,7 @@ func stored(l shared.Lifetime) bool { return l == shared.LifetimeForever || l ==
 func (b *Book) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.files) + len(b.rules)
+	return b.set.Len()
 }
 
 // Get returns a rule by ID.
@@ -149,32 +165,58 @@ func (b *Book) Get(id string) (shared.Rule, bool) {
 }
 
 func (b *Book) getLocked(id string) (shared.Rule, bool) {
-	if r, ok := b.rules[id]; ok {
-		return r, true
+	i, ok := b.set.Lookup(id)
+	if !ok {
+		return shared.Rule{}, false
 	}
-	for _, r := range b.files {
-		if r.ID == id {
-			return r, true
+	return b.atLocked(i), true
+}
+
+// atLocked returns the rule at position i of the set, with the hits
+// counted since it went in.
+func (b *Book) atLocked(i int) shared.Rule {
+	r := b.set.At(i)
+	if h, ok := b.hits[r.ID]; ok && i >= b.nfiles {
+		r.Hits += h.Count
+		if h.Last.After(r.LastHit) {
+			r.LastHit = h.Last
 		}
 	}
-	return shared.Rule{}, false
+	return r
+}
+
+// visible says whether a may see a rule of owner.
+func visible(a Actor, owner uint32) bool {
+	return a.Admin || owner == a.UID || owner == shared.OwnerSystem
+}
+
+// Count returns how many rules a user may see (List's length, without
+// copying the rules).
+func (b *Book) Count(a Actor) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for i := range b.set.Len() {
+		if visible(a, b.set.View(i).Owner()) {
+			n++
+		}
+	}
+	return n
 }
 
 // List returns the rules a user may see: their own and the system's (owner
 // 0); for an admin, every rule. Sorted by ID.
 func (b *Book) List(a Actor) []shared.Rule {
+	return b.list(a, func(rules.View) bool { return true })
+}
+
+func (b *Book) list(a Actor, want func(rules.View) bool) []shared.Rule {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []shared.Rule
-	visible := func(r shared.Rule) bool { return a.Admin || r.Owner == a.UID || r.Owner == shared.OwnerSystem }
-	for _, r := range b.files {
-		if visible(r) {
-			out = append(out, r)
-		}
-	}
-	for _, r := range b.rules {
-		if visible(r) {
-			out = append(out, r)
+	for i := range b.set.Len() {
+		if v := b.set.View(i); visible(a, v.Owner()) && want(v) {
+			out = append(out, b.atLocked(i))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -206,11 +248,11 @@ func (b *Book) prepare(a Actor, r shared.Rule) (shared.Rule, error) {
 	return r, nil
 }
 
-// countLocked returns how many rules owner has.
+// countLocked returns how many rules owner has (file rules aside).
 func (b *Book) countLocked(owner uint32) int {
 	n := 0
-	for _, r := range b.rules {
-		if r.Owner == owner {
+	for i := b.nfiles; i < b.set.Len(); i++ {
+		if b.set.View(i).Owner() == owner {
 			n++
 		}
 	}
@@ -238,21 +280,25 @@ func (b *Book) Add(a Actor, r shared.Rule) (shared.Rule, error) {
 	}
 	now := b.opts.Now().UTC()
 	r.Created, r.Updated, r.Hits, r.LastHit = now, now, 0, time.Time{}
-	if err := b.putLocked(r); err != nil {
+	if err := b.putLocked(r, false); err != nil {
 		return r, err
 	}
-	b.rebuildLocked()
 	return r, nil
 }
 
-// putLocked keeps r: in the database when its lifetime says so.
-func (b *Book) putLocked(r shared.Rule) error {
+// putLocked keeps r: in the database when its lifetime says so; replace
+// says that it takes the place of the rule with its ID.
+func (b *Book) putLocked(r shared.Rule, replace bool) error {
 	if stored(r.Lifetime) {
 		if err := b.st.PutRule(r); err != nil {
 			return fmt.Errorf("store rule: %w", err)
 		}
 	}
-	b.keepLocked(r)
+	var drop map[string]bool
+	if replace {
+		drop = map[string]bool{r.ID: true}
+	}
+	b.editLocked(drop, []shared.Rule{r})
 	return nil
 }
 
@@ -295,10 +341,9 @@ func (b *Book) Update(a Actor, id string, r shared.Rule) (shared.Rule, error) {
 			return r, fmt.Errorf("unstore rule: %w", err)
 		}
 	}
-	if err := b.putLocked(r); err != nil {
+	if err := b.putLocked(r, true); err != nil {
 		return r, err
 	}
-	b.rebuildLocked()
 	return r, nil
 }
 
@@ -315,20 +360,13 @@ func (b *Book) Delete(a Actor, id string) error {
 			return fmt.Errorf("delete stored rule: %w", err)
 		}
 	}
-	b.dropLocked(id)
-	b.rebuildLocked()
+	b.editLocked(map[string]bool{id: true}, nil)
 	return nil
 }
 
 // Export returns the stored and file rules an actor may see, for backup.
 func (b *Book) Export(a Actor) []shared.Rule {
-	var out []shared.Rule
-	for _, r := range b.List(a) {
-		if stored(r.Lifetime) {
-			out = append(out, r)
-		}
-	}
-	return out
+	return b.list(a, func(v rules.View) bool { return stored(v.Lifetime()) })
 }
 
 // Import adds or replaces rules, all or nothing, and is idempotent: a rule
@@ -384,18 +422,28 @@ func (b *Book) Import(a Actor, rs []shared.Rule) (int, error) {
 	if err := b.st.PutRules(changed); err != nil {
 		return 0, fmt.Errorf("store rules: %w", err)
 	}
+	drop := make(map[string]bool, len(changed))
 	for _, p := range changed {
-		b.keepLocked(p)
+		drop[p.ID] = true
 	}
-	b.rebuildLocked()
+	b.editLocked(drop, changed)
 	return len(changed), nil
 }
 
 // EndSession removes the session rules made by an agent that went away.
 func (b *Book) EndSession(session string) int {
-	return b.removeWhere(func(r shared.Rule) bool {
-		return r.Lifetime == shared.LifetimeSession && r.Session == session
-	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	drop := map[string]bool{}
+	for i := b.nfiles; i < b.set.Len(); i++ {
+		if v := b.set.View(i); v.Lifetime() == shared.LifetimeSession && v.Session() == session {
+			drop[v.ID()] = true
+		}
+	}
+	if len(drop) > 0 {
+		b.editLocked(drop, nil)
+	}
+	return len(drop)
 }
 
 // Prune removes process rules whose process is gone and until rules whose
@@ -414,7 +462,7 @@ func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
 	}
 	var procs []proc
 	for id := range b.timed {
-		if r := b.rules[id]; r.Lifetime == shared.LifetimeProcess {
+		if r, ok := b.getLocked(id); ok && r.Lifetime == shared.LifetimeProcess {
 			procs = append(procs, proc{r.PID, r.PIDStart})
 		}
 	}
@@ -426,72 +474,53 @@ func (b *Book) Prune(alive func(pid int, start uint64) bool) int {
 		}
 	}
 	var expired []string
-	n := b.removeTimedWhere(func(r shared.Rule) bool {
+	b.mu.Lock()
+	drop := map[string]bool{}
+	for id := range b.timed {
+		r, ok := b.getLocked(id)
+		if !ok {
+			continue
+		}
 		switch r.Lifetime {
 		case shared.LifetimeProcess:
-			return dead[proc{r.PID, r.PIDStart}]
+			if dead[proc{r.PID, r.PIDStart}] {
+				drop[id] = true
+			}
 		case shared.LifetimeUntil:
 			if !r.Until.After(now) {
-				expired = append(expired, r.ID)
-				return true
+				drop[id] = true
+				expired = append(expired, id)
 			}
 		}
-		return false
-	})
+	}
+	if len(drop) > 0 {
+		b.editLocked(drop, nil)
+	}
+	b.mu.Unlock()
 	for _, id := range expired {
 		if err := b.st.DeleteRule(id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			b.log.Error("delete expired rule", "id", id, "err", err)
 		}
 	}
-	return n
-}
-
-func (b *Book) removeWhere(cond func(shared.Rule) bool) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for id, r := range b.rules {
-		if cond(r) {
-			b.dropLocked(id)
-			n++
-		}
-	}
-	if n > 0 {
-		b.rebuildLocked()
-	}
-	return n
-}
-
-// removeTimedWhere is removeWhere over the process and until rules only.
-func (b *Book) removeTimedWhere(cond func(shared.Rule) bool) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for id := range b.timed {
-		if cond(b.rules[id]) {
-			b.dropLocked(id)
-			n++
-		}
-	}
-	if n > 0 {
-		b.rebuildLocked()
-	}
-	return n
+	return len(drop)
 }
 
 // AddHits adds decision counts to the in-memory rules (the store keeps its
-// own through UpdateHits).
+// own through UpdateHits). They are kept beside the rule set, which is not
+// rebuilt for them.
 func (b *Book) AddHits(h map[string]store.Hit) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for id, hit := range h {
-		if r, ok := b.rules[id]; ok {
-			r.Hits += hit.Count
-			if hit.Last.After(r.LastHit) {
-				r.LastHit = hit.Last
-			}
-			b.rules[id] = r
+		if i, ok := b.set.Lookup(id); !ok || i < b.nfiles {
+			continue
 		}
+		old := b.hits[id]
+		old.Count += hit.Count
+		if hit.Last.After(old.Last) {
+			old.Last = hit.Last
+		}
+		b.hits[id] = old
 	}
 }
 

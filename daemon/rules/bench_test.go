@@ -157,7 +157,7 @@ func TestBenchRulesAreExercised(t *testing.T) {
 				t.Errorf("conn %d: won by %s, want the catch-all", i, d.Rule.ID)
 			}
 		}
-		if idx := s.byID[d.Rule.ID]; idx == 0 {
+		if idx, _ := s.Lookup(d.Rule.ID); idx == 0 {
 			t.Errorf("conn %d: the winner is the first rule", i)
 		}
 		t.Logf("conn %d: %d candidates; %s", i, len(ex), d.Explanation)

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -68,18 +69,19 @@ type Candidate struct {
 // and reject beat allow; the remaining ties go to the lexically smaller
 // rule ID, then to the rule given to NewSet first, so the outcome never
 // depends on map order or timing.
-func better(a, b *entry) (bool, Reason) {
-	switch {
+func better(s *Set, ai, bi int32) (bool, Reason) {
+	a, b := &s.recs[ai], &s.recs[bi]
+	switch sa, sb := a.flags&flagSevere, b.flags&flagSevere; {
 	case a.priority != b.priority:
 		return a.priority > b.priority, ByPriority
 	case a.spec != b.spec:
 		return a.spec > b.spec, BySpecificity
-	case a.severity != b.severity:
-		return a.severity > b.severity, ByAction
-	case a.rule.ID != b.rule.ID:
-		return a.rule.ID < b.rule.ID, ByID
+	case sa != sb:
+		return sa > sb, ByAction
+	case a.id != b.id:
+		return a.id < b.id, ByID
 	default:
-		return a.idx < b.idx, ByID
+		return ai < bi, ByID
 	}
 }
 
@@ -119,7 +121,8 @@ type scan struct {
 // lexically smaller ID, then to the rule NewSet got first. Decide is safe to
 // call concurrently. It does not allocate, except to build an explanation
 // the first time a rule wins against a given runner-up (each rule keeps its
-// last one).
+// last one) and the shared.Rule of a winner or runner-up the first time one
+// is returned (kept).
 func (s *Set) Decide(c *shared.Connection, now time.Time) Decision {
 	if s == nil {
 		return Decision{Explanation: "no rule matched (no rules loaded)"}
@@ -132,34 +135,32 @@ func (s *Set) Decide(c *shared.Connection, now time.Time) Decision {
 	if st.best < 0 {
 		return Decision{Explanation: s.noMatch}
 	}
-	w := &s.entries[st.best]
+	w := &s.recs[st.best]
 	d := Decision{
-		Rule:        w.rule,
-		Action:      w.rule.Action,
-		Specificity: w.spec,
+		Rule:        s.ruleAt(st.best),
+		Action:      shared.Action(w.actionStr()),
+		Specificity: int(w.spec),
 	}
-	if w.host != "" && st.bestHost >= 0 {
+	if w.matchHost() != "" && st.bestHost >= 0 {
 		d.HostMatched = c.Hosts[st.bestHost]
 	}
 	if st.second >= 0 {
-		l := &s.entries[st.second]
-		d.RunnerUp = l.rule
-		_, d.WonBy = better(w, l)
+		d.RunnerUp = s.ruleAt(st.second)
+		_, d.WonBy = better(s, st.best, st.second)
 	}
-	if x := w.explained.Load(); x != nil && x.runnerUp == st.second {
+	cache := &s.explained[st.best]
+	if x := cache.Load(); x != nil && x.runnerUp == st.second {
 		d.Explanation = x.text
 	} else {
-		d.Explanation = explainWin(w, s.entryOrNil(st.second))
-		w.explained.Store(&explanation{runnerUp: st.second, text: d.Explanation})
+		d.Explanation = s.explainWin(st.best, st.second)
+		cache.Store(&explanation{runnerUp: st.second, text: d.Explanation})
 	}
 	return d
 }
 
-func (s *Set) entryOrNil(i int32) *entry {
-	if i < 0 {
-		return nil
-	}
-	return &s.entries[i]
+type explanation struct {
+	runnerUp int32 // -1: no runner-up
+	text     string
 }
 
 // Explain lists every rule that matches c at time now, winner first, in
@@ -184,13 +185,13 @@ func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
 	})
 	out := make([]Candidate, len(st.found))
 	for k, i := range st.found {
-		e := &s.entries[i]
-		out[k] = Candidate{Rule: e.rule, Specificity: e.spec}
+		e := &s.recs[i]
+		out[k] = Candidate{Rule: s.ruleAt(i), Specificity: int(e.spec)}
 		if host, _ := e.matches(c, st.remote, now); host >= 0 {
 			out[k].HostMatched = c.Hosts[host]
 		}
 		if k > 0 {
-			_, out[k].LostBy = better(&s.entries[st.found[k-1]], e)
+			_, out[k].LostBy = better(s, st.found[k-1], i)
 		}
 	}
 	return out
@@ -201,9 +202,9 @@ func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
 func (s *Set) scan(st *scan) {
 	c := st.c
 	if c.PID > 0 && c.Exe != "" {
-		s.visit(st, s.byExe[c.Exe])
+		s.visitChain(st, s.byExe, s.hash(c.Exe))
 		if i := strings.LastIndexByte(c.Exe, '/'); i >= 0 && i+1 < len(c.Exe) {
-			s.visit(st, s.byExeBase[c.Exe[i+1:]])
+			s.visitChain(st, s.byExeBase, s.hash(c.Exe[i+1:]))
 		}
 	}
 	if len(s.byHost) > 0 || len(s.bySuffix) > 0 {
@@ -213,25 +214,29 @@ func (s *Set) scan(st *scan) {
 			if !ok {
 				continue
 			}
-			s.visit(st, s.byHost[string(name)])
-			for i := 0; i < len(name); i++ {
-				if name[i] == '.' {
-					s.visit(st, s.bySuffix[string(name[i+1:])])
+			if len(s.byHost) > 0 {
+				s.visitChain(st, s.byHost, maphash.Bytes(s.seed, name))
+			}
+			if len(s.bySuffix) > 0 {
+				for i := 0; i < len(name); i++ {
+					if name[i] == '.' {
+						s.visitChain(st, s.bySuffix, maphash.Bytes(s.seed, name[i+1:]))
+					}
 				}
 			}
 		}
 	}
 	if st.remote.Is4() {
 		for _, l := range s.prefixLen4 {
-			s.visit(st, s.byPrefix4[prefixKey4(st.remote, l)])
+			s.visitChain(st, s.byPrefix4, prefixKey4(st.remote, l))
 		}
 	} else if st.remote.Is6() {
 		for _, l := range s.prefixLen6 {
-			s.visit(st, s.byPrefix6[makePrefixKey6(st.remote, l)])
+			visitChain(s, st, s.byPrefix6, makePrefixKey6(st.remote, l))
 		}
 	}
 	if len(s.byPort) > 0 {
-		s.visit(st, s.byPort[c.RemotePort])
+		visitChain(s, st, s.byPort, c.RemotePort)
 	}
 	s.visit(st, s.rest)
 }
@@ -252,61 +257,81 @@ func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) ([]byte, bool) {
 	return buf[:len(h)], true
 }
 
+// visitChain visits the bucket of key in m (a chain through s.next).
+func (s *Set) visitChain(st *scan, m map[uint64]int32, key uint64) {
+	visitChain(s, st, m, key)
+}
+
+func visitChain[K comparable](s *Set, st *scan, m map[K]int32, key K) {
+	i, ok := m[key]
+	if !ok {
+		return
+	}
+	for ; i >= 0; i = s.next[i] {
+		s.visitOne(st, i)
+	}
+}
+
 func (s *Set) visit(st *scan, bucket []int32) {
 	for _, i := range bucket {
-		e := &s.entries[i]
-		host, ok := e.matches(st.c, st.remote, st.now)
-		if !ok {
-			continue
-		}
-		if st.collect {
-			st.found = append(st.found, i)
-			continue
-		}
-		if i == st.best || i == st.second {
-			continue
-		}
-		switch {
-		case st.best < 0:
-			st.best, st.bestHost = i, host
-		case betterIdx(s, i, st.best):
-			st.second = st.best
-			st.best, st.bestHost = i, host
-		case st.second < 0 || betterIdx(s, i, st.second):
-			st.second = i
-		}
+		s.visitOne(st, i)
+	}
+}
+
+func (s *Set) visitOne(st *scan, i int32) {
+	host, ok := s.recs[i].matches(st.c, st.remote, st.now)
+	if !ok {
+		return
+	}
+	if st.collect {
+		st.found = append(st.found, i)
+		return
+	}
+	if i == st.best || i == st.second {
+		return
+	}
+	switch {
+	case st.best < 0:
+		st.best, st.bestHost = i, host
+	case betterIdx(s, i, st.best):
+		st.second = st.best
+		st.best, st.bestHost = i, host
+	case st.second < 0 || betterIdx(s, i, st.second):
+		st.second = i
 	}
 }
 
 func betterIdx(s *Set, a, b int32) bool {
-	ok, _ := better(&s.entries[a], &s.entries[b])
+	ok, _ := better(s, a, b)
 	return ok
 }
 
 // ref names a rule: `rule 12 "ssh-out"`, or `rule 12` when it has no name.
-func ref(e *entry) string {
-	id := e.rule.ID
+func ref(e *rec) string {
+	id := e.id
 	if id == "" || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == '"' || !unicode.IsPrint(r) }) >= 0 {
 		id = strconv.Quote(id)
 	}
-	if e.rule.Name == "" {
+	if e.name == "" {
 		return "rule " + id
 	}
-	return "rule " + id + " " + strconv.Quote(e.rule.Name)
+	return "rule " + id + " " + strconv.Quote(e.name)
 }
 
 // standing is a rule's action and precedence.
-func standing(e *entry) string {
-	return fmt.Sprintf("%s, priority %d, specificity %d", e.rule.Action, e.priority, e.spec)
+func standing(e *rec) string {
+	return fmt.Sprintf("%s, priority %d, specificity %d", e.actionStr(), e.priority, e.spec)
 }
 
-// explainWin says why winner won over the runner-up (nil: it was alone):
+// explainWin says why winner won over the runner-up (-1: it was alone):
 //
 //	rule 12 "ssh-out": deny, priority 0, specificity 60; beat rule 9 (allow, priority 0, specificity 20) by specificity
-func explainWin(winner, runnerUp *entry) string {
-	if runnerUp == nil {
-		return ref(winner) + ": " + standing(winner) + "; no other rule matched"
+func (s *Set) explainWin(winner, runnerUp int32) string {
+	w := &s.recs[winner]
+	if runnerUp < 0 {
+		return ref(w) + ": " + standing(w) + "; no other rule matched"
 	}
-	_, by := better(winner, runnerUp)
-	return ref(winner) + ": " + standing(winner) + "; beat " + ref(runnerUp) + " (" + standing(runnerUp) + ") by " + by.String()
+	_, by := better(s, winner, runnerUp)
+	l := &s.recs[runnerUp]
+	return ref(w) + ": " + standing(w) + "; beat " + ref(l) + " (" + standing(l) + ") by " + by.String()
 }

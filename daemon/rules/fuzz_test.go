@@ -232,14 +232,7 @@ func checkAgainstReference(t *testing.T, rules []shared.Rule, c *shared.Connecti
 		}
 	}
 	refOrder(rules, want)
-	indexOf := func(r *shared.Rule) int {
-		for i := range s.rules {
-			if &s.rules[i] == r {
-				return i
-			}
-		}
-		return -1
-	}
+	indexOf := func(r *shared.Rule) int { return int(s.indexOf(r)) }
 	d := s.Decide(c, fzFuzzNow)
 	if len(want) == 0 {
 		if d.Rule != nil {

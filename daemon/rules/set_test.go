@@ -321,7 +321,7 @@ func TestDecidePrecedence(t *testing.T) {
 				}
 				// Explain is in strict precedence order.
 				for i := 1; i < len(ex); i++ {
-					if ok, _ := better(s.entryOf(ex[i]), s.entryOf(ex[i-1])); ok {
+					if ok, _ := better(s, s.indexOf(ex[i].Rule), s.indexOf(ex[i-1].Rule)); ok {
 						t.Errorf("Explain out of order at %d", i)
 					}
 				}
@@ -330,14 +330,15 @@ func TestDecidePrecedence(t *testing.T) {
 	}
 }
 
-// entryOf finds a candidate's entry by pointer (tests only).
-func (s *Set) entryOf(c Candidate) *entry {
-	for i := range s.rules {
-		if &s.rules[i] == c.Rule {
-			return &s.entries[i]
+// indexOf finds a rule the set returned by pointer (tests only); -1 when
+// it is not the set's.
+func (s *Set) indexOf(r *shared.Rule) int32 {
+	for i := range s.recs {
+		if s.ruleAt(int32(i)) == r {
+			return int32(i)
 		}
 	}
-	return nil
+	return -1
 }
 
 func TestExplainDeduplicatesNames(t *testing.T) {

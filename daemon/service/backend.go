@@ -60,7 +60,7 @@ func (s *Service) Status(ctx context.Context, c bus.Caller) (shared.Status, erro
 		Mode:          string(s.engine.Mode()),
 		Version:       s.version,
 		DefaultAction: s.cfg.DefaultAction,
-		Rules:         len(s.book.List(a)),
+		Rules:         s.book.Count(a),
 		Pending:       len(s.broker.List(uid)),
 		Agents:        len(s.srv.Agents()),
 		Decided:       es.Decided,

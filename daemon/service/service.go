@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -141,11 +142,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	v.set(q)
 	s.engine = eng
-	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{}); err != nil {
+	// The file rules go into the first rule set: one build at start-up.
+	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{FileRules: s.readFileRules()}); err != nil {
 		q.Close()
 		return err
 	}
-	s.loadFileRules()
 	if s.srv, err = bus.New(bus.Options{Address: cfg.BusAddress, Backend: s, Log: log, PolkitDisabled: !cfg.Polkit}); err != nil {
 		q.Close()
 		return fmt.Errorf("d-bus service: %w", err)
@@ -186,6 +187,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
 		"intercept_loopback", cfg.InterceptLoopback, "dns", cfg.DNS, "rules", s.book.Len())
+
+	// Loading the rules made several times their size in garbage (records
+	// copied out of the file, decoded rules); give it back now, once
+	// deciding has begun, rather than carry it until the scavenger gets
+	// round to it.
+	debug.FreeOSMemory()
 
 	// The bus is the daemon's public face, never a condition of enforcing:
 	// without it (or while it is away) nobody is asked and the default
@@ -263,12 +270,16 @@ loop:
 // loadFileRules reads the rules directory; bad files and rules are logged
 // and skipped, the rest load.
 func (s *Service) loadFileRules() {
+	s.book.SetFileRules(s.readFileRules())
+}
+
+func (s *Service) readFileRules() []shared.Rule {
 	rs, errs := rulesdir.Load(s.cfg.RulesDir)
 	for _, err := range errs {
 		s.log.Error("rules file", "err", err)
 	}
-	s.book.SetFileRules(rs)
 	s.log.Info("read rules directory", "dir", s.cfg.RulesDir, "rules", len(rs), "errors", len(errs))
+	return rs
 }
 
 // flushHits writes the rule hit counters to the store and the rule book.
