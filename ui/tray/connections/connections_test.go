@@ -274,3 +274,17 @@ func TestPollErrorShown(t *testing.T) {
 		t.Errorf("after recovery: %d rows, status %q", w.model.Total(), w.status.Text)
 	}
 }
+
+func TestWindowRendersTable(t *testing.T) {
+	f := &fakeLog{}
+	e := entry(1, 1, "/usr/bin/curl", shared.ActionDeny)
+	e.Verdict = shared.Verdict{Action: shared.ActionDeny, Unasked: true}
+	f.add(e)
+	w := open(t, f, Options{MakeRule: func(shared.Rule) {}})
+	markup := test.RenderToMarkup(w.win.Canvas())
+	for _, want := range []string{"Verdict", "192.0.2.7:443", "unasked", "Make rule…", "1 of 1 connections"} {
+		if !strings.Contains(markup, want) {
+			t.Errorf("rendered window lacks %q", want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -103,6 +104,11 @@ type Window struct {
 	stop     context.CancelFunc // ends the live updates; nil when closed
 
 	following sync.WaitGroup // the live-updates goroutine
+
+	// Lists of rules are asked for concurrently (signals, after a change);
+	// only a list newer than the one shown is shown.
+	listSeq  atomic.Uint64
+	shownSeq uint64 // UI goroutine only
 
 	mu      sync.Mutex
 	settled int // results of daemon calls applied on the UI: tests wait on it
@@ -449,6 +455,7 @@ func (w *Window) wait(ctx context.Context) bool {
 
 // load lists the rules and shows them; note is shown when the list loads.
 func (w *Window) load(ctx context.Context, note error) {
+	seq := w.listSeq.Add(1)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	rules, err := w.c.ListRules(cctx)
 	cancel()
@@ -461,8 +468,7 @@ func (w *Window) load(ctx context.Context, note error) {
 	fyne.Do(func() {
 		if err != nil {
 			w.showError(fmt.Errorf("list rules: %w", err))
-		} else {
-			w.setRules(rules)
+		} else if w.setRules(seq, rules) {
 			w.showError(note)
 		}
 		w.mu.Lock()
@@ -471,7 +477,12 @@ func (w *Window) load(ctx context.Context, note error) {
 	})
 }
 
-func (w *Window) setRules(rules []shared.Rule) {
+// setRules shows list number seq, unless a newer one is shown already.
+func (w *Window) setRules(seq uint64, rules []shared.Rule) bool {
+	if seq < w.shownSeq {
+		return false
+	}
+	w.shownSeq = seq
 	w.model.SetRules(rules)
 	sel := w.appSel.Selected
 	w.appSel.SetOptions(append([]string{allApps}, w.model.Apps()...))
@@ -480,10 +491,12 @@ func (w *Window) setRules(rules []shared.Rule) {
 	if w.editor != nil {
 		w.editor.rulesChanged()
 	}
+	return true
 }
 
 func (w *Window) reload() {
 	var rules []shared.Rule
+	seq := w.listSeq.Add(1)
 	w.call(func(ctx context.Context) error {
 		var err error
 		rules, err = w.c.ListRules(ctx)
@@ -493,7 +506,7 @@ func (w *Window) reload() {
 			w.showError(fmt.Errorf("list rules: %w", err))
 			return
 		}
-		w.setRules(rules)
+		w.setRules(seq, rules)
 	})
 }
 

@@ -35,6 +35,7 @@ type fakeDaemon struct {
 	updated  []shared.Rule
 	deleted  []string
 	addErr   error
+	delErr   error
 	sigs     chan dbus.Signal
 	sigCalls int
 }
@@ -81,6 +82,9 @@ func (f *fakeDaemon) DeleteRule(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deleted = append(f.deleted, id)
+	if f.delErr != nil {
+		return f.delErr
+	}
 	for i := range f.rules {
 		if f.rules[i].ID == id {
 			f.rules = slices.Delete(f.rules, i, i+1)
@@ -555,4 +559,42 @@ type failingSignals struct{ *fakeDaemon }
 
 func (failingSignals) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
 	return nil, errors.New("bus gone")
+}
+
+func TestDeleteRefusedShowsDaemonError(t *testing.T) {
+	f := newFake(testRules()...)
+	f.delErr = fmt.Errorf("DeleteRule: %w", &dbus.Error{Name: dbus.ErrorNotAuthorized, Message: "changing a rule of your own: polkit said no"})
+	w := open(t, f)
+	selectRule(t, w, "r1")
+	test.Tap(w.deleteBtn)
+	test.Tap(findButton(w.win.Canvas().Overlays().Top(), "Delete"))
+	waitSettled(t, w, 2)
+	if !w.errLabel.Visible() || !strings.Contains(w.errLabel.Text, "polkit said no") || !strings.Contains(w.errLabel.Text, "r1") {
+		t.Errorf("error label %q visible=%v", w.errLabel.Text, w.errLabel.Visible())
+	}
+	if _, ok := w.model.Find("r1"); !ok {
+		t.Error("a refused delete removed the rule from the table")
+	}
+}
+
+func TestOlderListNotShownOverNewer(t *testing.T) {
+	w := open(t, newFake(testRules()...))
+	old := w.listSeq.Add(1)
+	newer := w.listSeq.Add(1)
+	if !w.setRules(newer, testRules()[:2]) {
+		t.Fatal("newest list not shown")
+	}
+	if w.setRules(old, testRules()) || w.model.Total() != 2 {
+		t.Errorf("an older list replaced a newer one: %d rules", w.model.Total())
+	}
+}
+
+func TestWindowRendersTable(t *testing.T) {
+	w := open(t, newFake(testRules()...))
+	markup := test.RenderToMarkup(w.win.Canvas())
+	for _, want := range []string{"Name ▲", "Firefox", "*.mozilla.org", "system", "4 of 4 rules"} {
+		if !strings.Contains(markup, want) {
+			t.Errorf("rendered window lacks %q", want)
+		}
+	}
 }
