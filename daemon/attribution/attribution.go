@@ -511,7 +511,24 @@ func (a *Attributor) pingSocket(q Query) (sockInfo, error) {
 func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int, statInfo, indexEntry, error) {
 	a.mu.Lock()
 	e, ok := a.index.get(inode)
+	var d *pidDir
+	if ok && len(a.mru) > 0 && a.mru[0].pid == e.pid && a.mru[0].dir != nil && a.mru[0].dir.start == e.start {
+		d = a.mru[0].dir
+	}
 	a.mu.Unlock()
+	if d != nil {
+		// Seen by an earlier probe of the process's bound directory.
+		if got, held := d.fdSocket(a.proc, e.fd); held && got == inode {
+			if st, ok := a.dirStat(d); ok {
+				a.nIndexHits.Add(1)
+				a.mu.Lock()
+				a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
+				a.touchMRU(e.pid, uid, -1, st.Start)
+				a.mu.Unlock()
+				return e.pid, st, e, nil
+			}
+		}
+	}
 	if ok && a.proc.fdHolds(e.pid, e.fd, inode) {
 		st, err := a.proc.stat(e.pid)
 		if err == nil && !st.exited() {
@@ -561,10 +578,7 @@ func (a *Attributor) bindDir(pid int, start uint64) {
 
 // probeDir looks for socket inode at the fds next to where m's last one was
 // found, through m's bound /proc/PID directory: a hit is the same process
-// m.dir was opened for. Its stat comes from the facts when the proc
-// connector vouches for them and for the parent (no exit of the parent
-// since it was read: no re-parenting), else from one read through the
-// directory.
+// m.dir was opened for (its stat: see dirStat).
 func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	a.nScanned.Add(1)
 	d := m.dir
@@ -600,6 +614,15 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	if found < 0 {
 		return statInfo{}, -1, false
 	}
+	st, ok := a.dirStat(d)
+	return st, found, ok
+}
+
+// dirStat returns the stat of the process d is bound to, which was just
+// seen holding a socket: from its facts when the proc connector vouches
+// for them and for its parent (no exit of the parent since PPID was read:
+// no re-parenting), else from one read through d.
+func (a *Attributor) dirStat(d *pidDir) (statInfo, bool) {
 	if a.ev != nil {
 		a.syncEvents() // a parent's exit before the fd was read is applied
 		a.mu.Lock()
@@ -609,7 +632,7 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 			ppid := f.p.PPID
 			a.mu.Unlock()
 			a.nVouched.Add(1)
-			return statInfo{State: 'R', PPID: ppid, Start: d.start}, found, true
+			return statInfo{State: 'R', PPID: ppid, Start: d.start}, true
 		}
 		a.mu.Unlock()
 	}
@@ -619,7 +642,7 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	a.mu.Unlock()
 	st, err := d.stat()
 	if err != nil || st.exited() || st.Start != d.start {
-		return statInfo{}, -1, false
+		return statInfo{}, false
 	}
 	if a.ev != nil {
 		a.mu.Lock()
@@ -630,7 +653,7 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 		}
 		a.mu.Unlock()
 	}
-	return st, found, true
+	return st, true
 }
 
 // touchMRU moves the process (pid, start) to the front of the recent
