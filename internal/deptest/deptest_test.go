@@ -159,6 +159,29 @@ func TestDaemonAndCLIBuildWithoutCgo(t *testing.T) {
 	}
 }
 
+// viewModels are the UI's plain-Go parts: tested without Fyne, so they
+// must not import it (STYLE.md: pure logic never imports Fyne).
+var viewModels = []string{
+	module + "/ui/agent/...",
+	module + "/ui/desktop/...",
+	module + "/ui/tray/prompt/promptmodel/...",
+	module + "/ui/tray/rules/rulemodel/...",
+	module + "/ui/tray/connections/connmodel/...",
+}
+
+func TestViewModelsNeverDependOnFyne(t *testing.T) {
+	pkgs := goList(t, nil, false, viewModels...)
+	if len(pkgs) < len(viewModels) {
+		t.Fatalf("go list found %d packages for %d patterns: a view-model moved?", len(pkgs), len(viewModels))
+	}
+	for _, p := range pkgs {
+		if p.Error != nil {
+			t.Errorf("%s: %s", p.ImportPath, p.Error.Err)
+		}
+	}
+	report(t, "UI view-models and ui/desktop must not depend on Fyne", forbiddenDeps(pkgs, "fyne.io"))
+}
+
 func TestSharedIsStandardLibraryOnly(t *testing.T) {
 	report(t, "shared/ must import only the standard library",
 		nonStandard(module+"/shared", goList(t, nil, true, module+"/shared")))
