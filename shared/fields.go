@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -241,7 +242,8 @@ func (r Rule) MarshalJSON() ([]byte, error) {
 	return json.Marshal(r.Fields())
 }
 
-// UnmarshalJSON decodes a JSON object with RuleFromFields. Like
+// UnmarshalJSON decodes a JSON object with RuleFromFields (data holds
+// that object alone, as json.Unmarshal passes it). Like
 // RuleFromFields it checks syntax only: Normalize and Validate the result.
 func (r *Rule) UnmarshalJSON(data []byte) error {
 	if string(bytes.TrimSpace(data)) == "null" {
@@ -269,6 +271,9 @@ func decodeRuleGeneral(data []byte) (Rule, error) {
 	}
 	if m == nil {
 		return Rule{}, fmt.Errorf("decode rule: not a JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Rule{}, fmt.Errorf("decode rule: data after the object")
 	}
 	return RuleFromFields(m)
 }

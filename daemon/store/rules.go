@@ -125,7 +125,10 @@ func decodeRule(k, v []byte, r *shared.Rule) (err error) {
 			err = fmt.Errorf("decode: panic: %v", p)
 		}
 	}()
-	if err := json.Unmarshal(v, r); err != nil {
+	// Straight to the rule's decoder: json.Unmarshal would scan the record
+	// twice before it (validity, then the object's extent); the decoder
+	// checks the syntax itself and refuses data after the object.
+	if err := r.UnmarshalJSON(v); err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
 	if r.ID != string(k) {

@@ -225,3 +225,46 @@ func TestRulesDecodesManyInParallelInOrder(t *testing.T) {
 		t.Fatalf("bad %v", bad)
 	}
 }
+
+// TestRecordsOfEarlierBuildsStillLoad: records as earlier builds wrote them
+// (json.Marshal of the field map: sorted keys, integers, escapes) load to
+// the same rules, whichever decoding path they take; a record with data
+// after the object is a bad record, as it was.
+func TestRecordsOfEarlierBuildsStillLoad(t *testing.T) {
+	path := dbPath(t)
+	s := openT(t, Options{Path: path})
+	s.Close()
+	recs := map[string]string{
+		"plain":    `{"action":"allow","created":"2026-01-02T03:04:05.123456789Z","enabled":true,"exe":"/usr/lib/app1/bin/app1","id":"plain","lifetime":"forever","name":"r1","port":"443","proto":"tcp","source":"store","updated":"2026-01-02T03:04:05Z"}`,
+		"escaped":  `{"action":"deny","enabled":false,"hits":12,"host":"*.example.org","id":"escaped","last_hit":"2026-02-01T00:00:00Z","lifetime":"until","note":"\u003cb\u003e \"quoted\"\n","owner":1000,"priority":-3,"uid":1000,"until":"2030-01-01T00:00:00Z"}`,
+		"trailing": `{"action":"allow","id":"trailing"} {}`,
+	}
+	rawUpdate(t, path, nil, func(tx *bbolt.Tx) error {
+		for k, v := range recs {
+			if err := tx.Bucket(bucketRules).Put([]byte(k), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s = openT(t, Options{Path: path})
+	rules, bad, err := s.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || bad[0].Key != "trailing" {
+		t.Errorf("bad records: %v", bad)
+	}
+	uid := uint32(1000)
+	want := []shared.Rule{
+		{ID: "escaped", Action: shared.ActionDeny, Lifetime: shared.LifetimeUntil, Until: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
+			Owner: 1000, Priority: -3, Note: "<b> \"quoted\"\n", Hits: 12, LastHit: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC),
+			Match: shared.Match{Host: "*.example.org", UID: &uid}},
+		{ID: "plain", Name: "r1", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true, Source: "store",
+			Created: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC), Updated: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+			Match: shared.Match{Exe: "/usr/lib/app1/bin/app1", Proto: shared.ProtoTCP, Port: shared.PortRange{Lo: 443, Hi: 443}}},
+	}
+	if !reflect.DeepEqual(rules, want) {
+		t.Errorf("loaded\n%+v\nwant\n%+v", rules, want)
+	}
+}

@@ -1,0 +1,59 @@
+package rulebook
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/daemon/store"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// BenchmarkNew100k is the rule book's part of the daemon's start-up with
+// 100k stored rules (a mix of exe, host, CIDR and port rules): read and
+// decode every record, build the one rule set.
+// Run: go test -run '^$' -bench New100k -benchmem -benchtime 3x ./daemon/rulebook/
+func BenchmarkNew100k(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	path := filepath.Join(b.TempDir(), "t.db")
+	st, err := store.Open(store.Options{Path: path}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	rs := make([]shared.Rule, 100_000)
+	for i := range rs {
+		r := shared.Rule{ID: fmt.Sprintf("i-%016x", uint64(i)*0x9E3779B97F4A7C15), Name: fmt.Sprintf("r%d", i),
+			Lifetime: shared.LifetimeForever, Enabled: true, Source: "store", Created: now, Updated: now, Action: shared.ActionAllow}
+		switch i % 4 {
+		case 0:
+			r.Match = shared.Match{Exe: fmt.Sprintf("/usr/lib/app%d/bin/app%d", i, i), Proto: shared.ProtoTCP, Port: shared.PortRange{Lo: 443, Hi: 443}}
+		case 1:
+			r.Action, r.Match = shared.ActionDeny, shared.Match{Host: fmt.Sprintf("*.svc%d.example.net", i)}
+		case 2:
+			r.Match = shared.Match{Exe: fmt.Sprintf("/home/*/.local/bin/tool%d", i)}
+		case 3:
+			r.Action, r.Match = shared.ActionReject, shared.Match{Exe: fmt.Sprintf("/usr/bin/daemon%d", i), Port: shared.PortRange{Lo: 1000, Hi: 1100}}
+		}
+		rs[i] = r
+	}
+	if err := st.PutRules(rs); err != nil {
+		b.Fatal(err)
+	}
+	rs = nil
+	b.ReportAllocs()
+	for b.Loop() {
+		var set *rules.Set
+		if _, err := New(st, func(s *rules.Set) { set = s }, log, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		if set.Len() != 100_000 {
+			b.Fatal(set.Len())
+		}
+	}
+}
