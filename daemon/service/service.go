@@ -193,6 +193,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	// deciding has begun, rather than carry it until the scavenger gets
 	// round to it.
 	debug.FreeOSMemory()
+	tuneMemoryLimit(log)
 
 	// The bus is the daemon's public face, never a condition of enforcing:
 	// without it (or while it is away) nobody is asked and the default
@@ -220,6 +221,7 @@ loop:
 			}
 		case <-hits.C:
 			s.flushHits()
+			tuneMemoryLimit(log)
 		case err := <-busDone:
 			busDone = nil
 			if err != nil {
