@@ -137,3 +137,21 @@ func BenchmarkLogFiltered(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPutRules100k stores 100k rules with random-looking IDs in one
+// transaction (an import), into an empty store.
+func BenchmarkPutRules100k(b *testing.B) {
+	rs := make([]shared.Rule, 100_000)
+	for i := range rs {
+		rs[i] = smallRule(fmt.Sprintf("i-%016x", uint64(i)*0x9E3779B97F4A7C15))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s := openT(b, Options{Path: dbPath(b)})
+		b.StartTimer()
+		if err := s.PutRules(rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -180,11 +181,23 @@ func (s *Store) PutRules(rs []shared.Rule) error {
 		}
 		vs[i] = v
 	}
+	// Put in key order: bbolt inserts into sorted pages, and unsorted keys
+	// (random IDs) make it move most of a page's elements on every Put.
+	order := make([]int, len(rs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(rs[a].ID, rs[b].ID) })
 	err := s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketRules)
-		for i, r := range rs {
-			if err := b.Put([]byte(r.ID), vs[i]); err != nil {
-				return fmt.Errorf("rule %d (%q): %w", i, r.ID, err)
+		if k, _ := b.Cursor().First(); k == nil {
+			// Into an empty bucket sorted keys only append: fill the
+			// pages rather than split them half full.
+			b.FillPercent = 0.9
+		}
+		for _, i := range order {
+			if err := b.Put([]byte(rs[i].ID), vs[i]); err != nil {
+				return fmt.Errorf("rule %d (%q): %w", i, rs[i].ID, err)
 			}
 		}
 		return nil
