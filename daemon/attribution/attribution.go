@@ -63,6 +63,11 @@ type Query struct {
 	Local, Remote netip.AddrPort
 	UID, GID      int64  // socket owner from the queue (NFQUEUE UID/GID); -1 unknown
 	IfIndex       uint32 // packet's interface index, 0 unknown; needed for sockets bound to a device
+	// Sent is a time by which the packet had surely been sent (when the
+	// queue reader took it; a reading of time.Now, with its monotonic
+	// part), zero when unknown. A socket seen held after it needs no
+	// second look (see holder).
+	Sent time.Time
 }
 
 // Process is what Lookup learned. When found is false only the uid fields,
@@ -166,6 +171,7 @@ type Stats struct {
 	Rechecks     uint64 // cached facts re-checked by reading /proc (not vouched for by the proc connector)
 	ExitedHolder uint64 // answered with facts of a holder that had just exited
 	Vouched      uint64 // holders found through a bound /proc/PID with parent and facts vouched for by proc events: no stat read
+	SeenAfter    uint64 // index hits taken without reading the fd again: a read after the packet was sent saw it (see Query.Sent)
 	ProcEvents   bool   // the proc connector is in use
 	EventsLost   uint64 // times the kernel dropped proc events
 }
@@ -179,7 +185,9 @@ type Attributor struct {
 	ev     eventSource // nil without the proc connector
 	hashes *hashCache
 
-	evMu sync.Mutex // serializes draining and applying events
+	evMu     sync.Mutex    // serializes draining and applying events
+	evDrains atomic.Uint64 // drains begun (see syncSince)
+	evDone   uint64        // the number of the last drain completed; under evMu
 
 	mu        sync.Mutex
 	index     *genCache[uint64, indexEntry]
@@ -196,7 +204,7 @@ type Attributor struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost, nVouched atomic.Uint64
+	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost, nVouched, nSeenAfter atomic.Uint64
 }
 
 // indexEntry says which process held a socket inode when last seen.
@@ -346,7 +354,7 @@ func (a *Attributor) Stats() Stats {
 		Lookups: a.nLookups.Load(), Found: a.nFound.Load(), NoSocket: a.nNoSocket.Load(),
 		IndexHits: a.nIndexHits.Load(), Scans: a.nScans.Load(), ScannedProcs: a.nScanned.Load(),
 		FDLinks: a.proc.fdLinks.Load(), FactsCached: a.nCached.Load(), Rechecks: a.nRechecks.Load(),
-		ExitedHolder: a.nExited.Load(), Vouched: a.nVouched.Load(), ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
+		ExitedHolder: a.nExited.Load(), Vouched: a.nVouched.Load(), SeenAfter: a.nSeenAfter.Load(), ProcEvents: a.ev != nil, EventsLost: a.nLost.Load(),
 	}
 }
 
@@ -386,6 +394,7 @@ func (a *Attributor) Alive(pid int, start uint64) bool {
 // the packet cannot be told from /proc.
 func (a *Attributor) Lookup(ctx context.Context, q Query) (Process, bool, error) {
 	a.nLookups.Add(1)
+	ticket := a.evTicket() // the packet was queued before this
 	res := Process{UID: q.UID, GID: q.GID, SockUID: -1}
 	a.mu.Lock()
 	closed := a.closed
@@ -410,12 +419,14 @@ func (a *Attributor) Lookup(ctx context.Context, q Query) (Process, bool, error)
 		a.nNoSocket.Add(1)
 		return a.uidOnly(res), false, nil
 	}
-	a.syncEvents()
-
-	pid, st, hint, err := a.holder(ctx, sock.Inode, sock.UID)
+	pid, st, hint, err := a.holder(ctx, sock.Inode, sock.UID, q.Sent)
 	if err != nil && !isGone(err) {
 		return a.uidOnly(res), false, err
 	}
+	// Every event queued before the packet is applied before facts are
+	// used (an exec before the connect is never answered with facts from
+	// before it); the holder search may have drained since already.
+	a.syncSince(ticket)
 	var f *procFacts
 	if pid > 0 {
 		f, err = a.factsOf(pid, st)
@@ -508,7 +519,15 @@ func (a *Attributor) pingSocket(q Query) (sockInfo, error) {
 
 // holder finds the live process holding socket inode. When none holds it,
 // hint is the last known holder from the index (for the exit grace).
-func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int, statInfo, indexEntry, error) {
+//
+// An index entry that a read of the fd made after sent (when the packet
+// had surely been sent) needs no second read when it is of the bound
+// directory of the recent holder and the proc connector vouches that this
+// process still runs the same image: a read now would show no more than
+// that the process held the socket after the packet was sent. (Had the
+// socket been passed on since, to a process that sends on it again, that
+// packet is another one, with a later sent.)
+func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32, sent time.Time) (int, statInfo, indexEntry, error) {
 	a.mu.Lock()
 	e, ok := a.index.get(inode)
 	var d *pidDir
@@ -516,13 +535,24 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int,
 		d = a.mru[0].dir
 	}
 	a.mu.Unlock()
+	if d != nil && !sent.IsZero() && !e.seen.Before(sent) {
+		if st, ok := a.dirVouched(d, true); ok {
+			a.nIndexHits.Add(1)
+			a.nSeenAfter.Add(1)
+			a.mu.Lock()
+			a.touchMRU(e.pid, uid, -1, st.Start)
+			a.mu.Unlock()
+			return e.pid, st, e, nil
+		}
+	}
+	read := time.Now() // before the fd is read: entries say when it was seen at the latest
 	if d != nil {
 		// Seen by an earlier probe of the process's bound directory.
-		if got, held := d.fdSocket(a.proc, e.fd); held && got == inode {
+		if got, held := d.probe(a.proc, e.fd); held && got == inode {
 			if st, ok := a.dirStat(d); ok {
 				a.nIndexHits.Add(1)
 				a.mu.Lock()
-				a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
+				a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: read})
 				a.touchMRU(e.pid, uid, -1, st.Start)
 				a.mu.Unlock()
 				return e.pid, st, e, nil
@@ -534,7 +564,7 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32) (int,
 		if err == nil && !st.exited() {
 			a.nIndexHits.Add(1)
 			a.mu.Lock()
-			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: time.Now()})
+			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: read})
 			a.touchMRU(e.pid, uid, -1, st.Start)
 			a.mu.Unlock()
 			return e.pid, st, e, nil
@@ -576,26 +606,22 @@ func (a *Attributor) bindDir(pid int, start uint64) {
 	d.close()
 }
 
-// probeDir looks for socket inode at the fds next to where m's last one was
-// found, through m's bound /proc/PID directory: a hit is the same process
-// m.dir was opened for (its stat: see dirStat).
+// probeDir looks for socket inode through m's bound /proc/PID directory,
+// at the fds probeOrder names (the oldest-read first, and those next to
+// where m's last new socket was found). A hit is the same process m.dir
+// was opened for (its stat: see dirStat).
 func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	a.nScanned.Add(1)
 	d := m.dir
 	found := -1
-	now := time.Now()
-	var seen [2*probeSpan + 1]uint64
-	var seenFD [2*probeSpan + 1]int
+	now := time.Now() // before the reads: entries say when it was seen at the latest
+	const most = maxOldest + 2*probeSpan + 2
+	var seen [most]uint64
+	var seenFD [most]int
+	var order [most]int
 	n := 0
-	for i := 0; i <= 2*probeSpan; i++ {
-		fd := m.fd + (i+1)/2
-		if i%2 == 0 {
-			fd = m.fd - i/2
-		}
-		if fd < 0 {
-			continue
-		}
-		got, ok := d.fdSocket(a.proc, fd)
+	for _, fd := range d.probeOrder(order[:0], inode, m.fd) {
+		got, ok := d.probe(a.proc, fd)
 		if !ok {
 			continue
 		}
@@ -620,21 +646,11 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 
 // dirStat returns the stat of the process d is bound to, which was just
 // seen holding a socket: from its facts when the proc connector vouches
-// for them and for its parent (no exit of the parent since PPID was read:
-// no re-parenting), else from one read through d.
+// for them and for its parent (see dirVouched), else from one read
+// through d.
 func (a *Attributor) dirStat(d *pidDir) (statInfo, bool) {
-	if a.ev != nil {
-		a.syncEvents() // a parent's exit before the fd was read is applied
-		a.mu.Lock()
-		f, ok := a.facts.get(d.pid)
-		if ok && f.p.PIDStart == d.start && f.trusted && f.hashed && f.ppidOK &&
-			(f.p.PPID <= 0 || !a.eventSinceLocked(f.p.PPID, f.ppidSeq)) {
-			ppid := f.p.PPID
-			a.mu.Unlock()
-			a.nVouched.Add(1)
-			return statInfo{State: 'R', PPID: ppid, Start: d.start}, true
-		}
-		a.mu.Unlock()
+	if st, ok := a.dirVouched(d, false); ok {
+		return st, true
 	}
 	var seq uint64
 	a.mu.Lock()
@@ -1049,6 +1065,27 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 	return f, nil
 }
 
+// dirVouched returns the stat of the process d is bound to from its facts,
+// when the proc connector vouches for them (no exec or id change since
+// they were read) and for its parent (no exit of the parent since PPID was
+// read: no re-parenting), after applying every event queued so far. With
+// live it also requires that no exit of the process was seen.
+func (a *Attributor) dirVouched(d *pidDir, live bool) (statInfo, bool) {
+	if a.ev == nil {
+		return statInfo{}, false
+	}
+	a.syncEvents() // a parent's exit before the fd was read is applied
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, ok := a.facts.get(d.pid)
+	if !ok || f.p.PIDStart != d.start || !f.trusted || !f.hashed || !f.ppidOK ||
+		(f.p.PPID > 0 && a.eventSinceLocked(f.p.PPID, f.ppidSeq)) || (live && !f.exitedAt.IsZero()) {
+		return statInfo{}, false
+	}
+	a.nVouched.Add(1)
+	return statInfo{State: 'R', PPID: f.p.PPID, Start: d.start}, true
+}
+
 // eventSinceLocked reports whether an event for pid may have been applied
 // after event sequence number seq. a.mu is held.
 func (a *Attributor) eventSinceLocked(pid int, seq uint64) bool {
@@ -1082,13 +1119,27 @@ func (a *Attributor) userName(uid int64) string {
 // syncEvents applies every process event the kernel has queued, so that a
 // process that exec'd before its packet was queued is never answered with
 // facts from before the exec.
-func (a *Attributor) syncEvents() {
+func (a *Attributor) syncEvents() { a.syncSince(a.evTicket()) }
+
+// evTicket names this moment for syncSince.
+func (a *Attributor) evTicket() uint64 { return a.evDrains.Load() }
+
+// syncSince applies every process event the kernel had queued when ticket
+// was taken: it drains the proc connector unless a drain begun after that
+// has completed (concurrent lookups share drains; each costs a system
+// call even when nothing is queued).
+func (a *Attributor) syncSince(ticket uint64) {
 	if a.ev == nil {
 		return
 	}
 	a.evMu.Lock()
 	defer a.evMu.Unlock()
+	if a.evDone > ticket {
+		return // drain number evDone began after the ticket was taken
+	}
+	n := a.evDrains.Add(1)
 	lost, err := a.ev.drain(a.applyEvent)
+	a.evDone = n
 	if lost {
 		a.eventsLost()
 	}

@@ -199,6 +199,7 @@ func (s *fakeSockets) close() error { return nil }
 // fakeEvents is a process event queue.
 type fakeEvents struct {
 	mu     sync.Mutex
+	drains int // drain calls
 	queue  []procEvent
 	lost   bool
 	ready  chan struct{}
@@ -222,6 +223,7 @@ func (e *fakeEvents) push(evs ...procEvent) {
 
 func (e *fakeEvents) drain(fn func(procEvent)) (bool, error) {
 	e.mu.Lock()
+	e.drains++
 	q, lost := e.queue, e.lost
 	e.queue, e.lost = nil, false
 	e.mu.Unlock()

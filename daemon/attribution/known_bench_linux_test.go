@@ -15,6 +15,10 @@ import (
 // opens a new TCP connection per operation, and each is looked up once.
 // The benchmark process itself is that client. It reports per lookup the
 // /proc reads that remain: fd links read, holder searches, fact re-checks.
+// The server is another process (server=child: the client's fds hold its
+// connections only, as for a load client or a browser) or the client
+// itself (server=self: a proxy, whose accepted sockets take fds between
+// its own connections').
 func BenchmarkLookupKnownProcess(b *testing.B) {
 	nstest.RequireRoot(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -31,15 +35,18 @@ func BenchmarkLookupKnownProcess(b *testing.B) {
 			c.Close()
 		}
 	}()
+	bin, _ := helperBin(b, "tgserver")
+	_, addr := startHelper(b, bin, "tcp-accept-hold", nil, "127.0.0.1:0")
 	for _, inFlight := range []int{1, 8} {
-		benchKnown(b, ln, inFlight)
+		b.Run("server=child", func(b *testing.B) { benchKnown(b, addr, inFlight) })
+		b.Run("server=self", func(b *testing.B) { benchKnown(b, ln.Addr().String(), inFlight) })
 	}
 }
 
 // benchKnown runs BenchmarkLookupKnownProcess with inFlight connections
 // open at a time: each operation closes the oldest and looks up a new one,
 // like a load client with that many workers.
-func benchKnown(b *testing.B, ln net.Listener, inFlight int) {
+func benchKnown(b *testing.B, addr string, inFlight int) {
 	for _, mode := range []string{"no-events", "events"} {
 		o := Options{NoProcEvents: true, NoInitialScan: true}
 		if mode == "events" {
@@ -65,7 +72,7 @@ func benchKnown(b *testing.B, ln net.Listener, inFlight int) {
 					open[0].Close()
 					open = open[1:]
 				}
-				c, err := net.Dial("tcp", ln.Addr().String())
+				c, err := net.Dial("tcp", addr)
 				if err != nil {
 					b.Fatal(err)
 				}

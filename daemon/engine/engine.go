@@ -183,8 +183,12 @@ func (e *Engine) Mode() config.Mode { return e.mode.Load().(config.Mode) }
 // queue's reader goroutine. When the backlog is full, the packet gets the
 // default verdict at once.
 func (e *Engine) Handle(p queue.Packet) {
+	now := e.now()
+	if p.Received.IsZero() {
+		p.Received = now
+	}
 	e.mu.Lock()
-	e.held[p.ID] = held{since: e.now(), mark: p.Mark, inbound: isInbound(&p)}
+	e.held[p.ID] = held{since: now, mark: p.Mark, inbound: isInbound(&p)}
 	e.mu.Unlock()
 	select {
 	case e.backlog <- p:
@@ -452,6 +456,7 @@ func (e *Engine) connection(ctx context.Context, p queue.Packet, pkt *packet.Pac
 		Local:   netip.AddrPortFrom(c.LocalIP, c.LocalPort),
 		Remote:  netip.AddrPortFrom(c.RemoteIP, c.RemotePort),
 		UID:     c.UID,
+		Sent:    p.Received,
 	}
 	proc, found, err := e.attrib.Lookup(ctx, q)
 	if err != nil && !errors.Is(err, context.Canceled) {

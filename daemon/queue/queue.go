@@ -65,6 +65,10 @@ type Packet struct {
 	OutDev   uint32    // output interface index; 0 when absent (input path)
 	Mark     uint32    // packet mark (skb->mark) when queued
 	Time     time.Time // kernel timestamp when given, else when it was read
+	// Received is when the reader took the packet from the kernel (a
+	// reading of this machine's clock, with its monotonic part): the
+	// packet was sent before it.
+	Received time.Time
 }
 
 // VerdictKind is what the kernel does with a packet.

@@ -172,7 +172,7 @@ func packetFromAttribute(a nfqueue.Attribute, now func() time.Time) (p Packet, o
 	if a.PacketID == nil {
 		return Packet{}, false
 	}
-	p = Packet{ID: *a.PacketID, UID: -1, GID: -1}
+	p = Packet{ID: *a.PacketID, UID: -1, GID: -1, Received: now()}
 	if a.Payload != nil {
 		p.Payload = *a.Payload
 	}
@@ -191,10 +191,9 @@ func packetFromAttribute(a nfqueue.Attribute, now func() time.Time) (p Packet, o
 	if a.Mark != nil {
 		p.Mark = *a.Mark
 	}
+	p.Time = p.Received
 	if a.Timestamp != nil {
 		p.Time = *a.Timestamp
-	} else {
-		p.Time = now()
 	}
 	return p, true
 }

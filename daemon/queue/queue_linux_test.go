@@ -310,8 +310,14 @@ func TestHandlerGetsPackets(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("handler got %d packets, want %d", len(got), len(want))
 	}
+	after := time.Now()
 	for i := range want {
 		g, w := got[i], want[i]
+		// Received is the reader's clock, kernel timestamp or not.
+		if g.Received.Before(before) || g.Received.After(after) {
+			t.Errorf("packet %d: Received %v, not between %v and %v", i, g.Received, before, after)
+		}
+		w.Received = g.Received
 		if i > 0 {
 			if g.Time.Before(before) {
 				t.Errorf("packet %d without kernel timestamp: Time %v before it was read", i, g.Time)
