@@ -55,7 +55,7 @@ build: deps
 # The tray app (cgo, Fyne): about 3 minutes on 2 CPUs with a cold cache.
 tray: deps
 	@mkdir -p $(BIN)
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./ui/cmd/tollgate-tray
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags '$(LDFLAGS)' -o $(BIN)/ ./ui/cmd/tollgate-tray
 
 vet:
 	$(GO) vet ./...
@@ -102,31 +102,35 @@ bench-go: deps
 demo: build
 	$(BIN)/tgdemo -bin $(BIN)
 
-# Packages into dist/: `tollgate` (daemon, CLI, unit, policies, config,
-# rules.d) as .deb and .rpm. The staged config.toml is the embedded defaults
-# with every key commented out.
+# Packages into dist/, as .deb and .rpm: `tollgate` (daemon, CLI, unit,
+# policies, config, rules.d; no GUI libraries) and `tollgate-tray` (the Fyne
+# app, icons, .desktop and autostart files; depends on tollgate). The staged
+# config.toml is the embedded defaults with every key commented out.
 stage:
 	@mkdir -p $(DIST)/stage $(PKG_OUT)
 	$(NOCGO) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(DIST)/stage/ ./daemon/cmd/tollgated ./ui/cmd/tollgate
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags '-s -w -X main.version=$(PKG_VERSION)' -o $(DIST)/stage/ ./ui/cmd/tollgate-tray
 	$(DIST)/stage/tollgated --print-default-config | sed -E 's/^([a-z_]+[[:space:]]*=)/# \1/' > $(DIST)/stage/config.toml
-	@{ echo "tollgate ($(PKG_VERSION)-1) unstable; urgency=medium"; echo; \
-	  echo "  * Built from git commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)."; echo; \
-	  echo " -- Tollgate developers <tollgate@users.noreply.github.com>  $$(date -R -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))"; \
-	} | gzip -n9 > $(DIST)/stage/changelog.Debian.gz
+	@for p in tollgate tollgate-tray; do \
+	  { echo "$$p ($(PKG_VERSION)-1) unstable; urgency=medium"; echo; \
+	    echo "  * Built from git commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)."; echo; \
+	    echo " -- Tollgate developers <tollgate@users.noreply.github.com>  $$(date -R -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))"; \
+	  } | gzip -n9 > $(DIST)/stage/changelog$${p#tollgate}.Debian.gz; \
+	done
 
 deb: $(NFPM) stage
-	VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKG_OUT)/
-	@# TRAY: tollgate-tray goes here (packaging/nfpm-tray.yaml) once ui/cmd/tollgate-tray exists.
+	for c in nfpm nfpm-tray; do \
+	  VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/$$c.yaml --packager deb --target $(PKG_OUT)/ || exit 1; done
 
 rpm: $(NFPM) stage
-	VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(PKG_OUT)/
-	@# TRAY: tollgate-tray goes here (packaging/nfpm-tray.yaml) once ui/cmd/tollgate-tray exists.
+	for c in nfpm nfpm-tray; do \
+	  VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/$$c.yaml --packager rpm --target $(PKG_OUT)/ || exit 1; done
 
 packages: deb rpm
 
 # lintian on the .deb (also run by the packaging tests).
 lint-packages: deb
-	lintian --fail-on error $(PKG_OUT)/tollgate_$(PKG_VERSION)-1_*.deb
+	lintian --fail-on error $(PKG_OUT)/tollgate_$(PKG_VERSION)-1_*.deb $(PKG_OUT)/tollgate-tray_$(PKG_VERSION)-1_*.deb
 
 clean:
 	rm -rf $(BIN) dist

@@ -214,26 +214,18 @@ func TestIntegrationPackages(t *testing.T) {
 	out := t.TempDir()
 	run(t, "make", "-C", repoRoot(t), "--no-print-directory", "deb", "rpm", "PKG_OUT="+out)
 	debs, _ := filepath.Glob(filepath.Join(out, "tollgate_*.deb"))
-	rpms, _ := filepath.Glob(filepath.Join(out, "tollgate-*.rpm"))
-	if len(debs) != 1 || len(rpms) != 1 {
-		t.Fatalf("want one .deb and one .rpm in %s, got %v %v", out, debs, rpms)
+	rpms, _ := filepath.Glob(filepath.Join(out, "tollgate-[0-9]*.rpm"))
+	trayDebs, _ := filepath.Glob(filepath.Join(out, "tollgate-tray_*.deb"))
+	trayRPMs, _ := filepath.Glob(filepath.Join(out, "tollgate-tray-*.rpm"))
+	if len(debs) != 1 || len(rpms) != 1 || len(trayDebs) != 1 || len(trayRPMs) != 1 {
+		t.Fatalf("want one .deb and one .rpm of each package in %s, got %v %v %v %v", out, debs, rpms, trayDebs, trayRPMs)
 	}
 	deb, rpm := debs[0], rpms[0]
 	debVersion := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, "Version"))
 	version := strings.TrimSuffix(debVersion, "-1")
+	t.Run("tray package", func(t *testing.T) { checkTrayPackages(t, trayDebs[0], trayRPMs[0], debVersion) })
 
-	t.Run("lintian", func(t *testing.T) {
-		// --fail-on error: warnings are printed, errors fail.
-		cmd := exec.Command("lintian", "--fail-on", "error", deb)
-		o, err := cmd.CombinedOutput()
-		t.Logf("lintian:\n%s", o)
-		if err != nil {
-			t.Fatalf("lintian found errors: %v", err)
-		}
-		if regexp.MustCompile(`(?m)^E: `).Match(o) {
-			t.Fatal("lintian printed errors")
-		}
-	})
+	t.Run("lintian", func(t *testing.T) { lintian(t, deb) })
 
 	t.Run("deb control", func(t *testing.T) {
 		f := run(t, "dpkg-deb", "-f", deb, "Package", "Depends", "Recommends", "Architecture")
@@ -282,21 +274,7 @@ func TestIntegrationPackages(t *testing.T) {
 
 	t.Run("same payload", func(t *testing.T) {
 		// The .deb carries Debian's own extras; everything else is the same.
-		debOnly := map[string]bool{
-			"/usr/share/doc/tollgate/changelog.Debian.gz": true,
-			"/usr/share/lintian/overrides/tollgate":       true,
-		}
-		var d []string
-		for _, p := range payload(run(t, "dpkg-deb", "-c", deb), func(f []string) string { return f[5] }) {
-			if !debOnly[p] {
-				d = append(d, p)
-			}
-		}
-		r := payload(run(t, "rpm", "-qp", "--qf", `[%{FILEMODES:perms} %{FILENAMES}\n]`, rpm), func(f []string) string { return f[1] })
-		if !slices.Equal(d, r) {
-			t.Errorf("payloads differ:\n.deb: %v\n.rpm: %v", d, r)
-		}
-		if len(r) < 9 {
+		if r := samePayload(t, deb, rpm, "/usr/share/doc/tollgate/changelog.Debian.gz", "/usr/share/lintian/overrides/tollgate"); len(r) < 9 {
 			t.Errorf("payload too small: %v", r)
 		}
 	})
@@ -478,6 +456,32 @@ func TestIntegrationPackages(t *testing.T) {
 		}
 	})
 
+	// The tray package on top, then gone again without a trace.
+	t.Run("tray installs and purges", func(t *testing.T) {
+		withTray := tree(t, root)
+		dpkg("-i", trayDebs[0])
+		for _, p := range []string{"usr/bin/tollgate-tray", "usr/share/applications/tollgate-tray.desktop",
+			"etc/xdg/autostart/tollgate-tray.desktop", "usr/share/icons/hicolor/scalable/apps/tollgate.svg",
+			"usr/share/icons/hicolor/48x48/apps/tollgate.png", "usr/share/icons/hicolor/256x256/apps/tollgate.png",
+			"usr/share/doc/tollgate-tray/copyright"} {
+			if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+				t.Errorf("installed: %v", err)
+			}
+		}
+		for _, p := range []string{"usr/share/applications/tollgate-tray.desktop", "etc/xdg/autostart/tollgate-tray.desktop"} {
+			if o, err := exec.Command("desktop-file-validate", filepath.Join(root, p)).CombinedOutput(); err != nil || len(bytes.TrimSpace(o)) > 0 {
+				t.Errorf("desktop-file-validate %s: %v\n%s", p, err, o)
+			}
+		}
+		if v := run(t, filepath.Join(root, "usr/bin/tollgate-tray"), "--version"); strings.TrimSpace(v) != "tollgate-tray "+version {
+			t.Errorf("tollgate-tray --version = %q, want %q", v, version)
+		}
+		dpkg("--purge", "tollgate-tray")
+		if left := newPaths(withTray, tree(t, root)); len(left) > 0 {
+			t.Errorf("purging tollgate-tray left behind: %v", left)
+		}
+	})
+
 	// Remove keeps the conffiles and the data; purge removes everything.
 	dpkg("--remove", "tollgate")
 	for _, p := range []string{"etc/tollgate/config.toml", "etc/tollgate/rules.d/10-dns.toml"} {
@@ -498,16 +502,51 @@ func TestIntegrationPackages(t *testing.T) {
 	if st, _ := exec.Command("dpkg", "--root="+root, "-s", "tollgate").CombinedOutput(); strings.Contains(string(st), "Status: ") && !strings.Contains(string(st), "not-installed") {
 		t.Errorf("after purge dpkg still knows tollgate:\n%s", st)
 	}
-	after := tree(t, root)
+	if left := newPaths(before, tree(t, root)); len(left) > 0 {
+		t.Errorf("purge left behind: %v", left)
+	}
+}
+
+// newPaths lists the paths of after that before lacks, but dpkg's own
+// records.
+func newPaths(before, after []string) []string {
 	var left []string
 	for _, p := range after {
 		if !slices.Contains(before, p) && !strings.HasPrefix(p, "/var/lib/dpkg/") {
 			left = append(left, p)
 		}
 	}
-	if len(left) > 0 {
-		t.Errorf("purge left behind: %v", left)
+	return left
+}
+
+// lintian runs lintian on a .deb: warnings are printed, errors fail.
+func lintian(t *testing.T, deb string) {
+	t.Helper()
+	o, err := exec.Command("lintian", "--fail-on", "error", deb).CombinedOutput()
+	t.Logf("lintian %s:\n%s", filepath.Base(deb), o)
+	if err != nil {
+		t.Fatalf("lintian found errors: %v", err)
 	}
+	if regexp.MustCompile(`(?m)^E: `).Match(o) {
+		t.Fatal("lintian printed errors")
+	}
+}
+
+// samePayload checks the .deb and the .rpm carry the same files, but the
+// .deb's Debian-only ones; it returns the rpm's list.
+func samePayload(t *testing.T, deb, rpm string, debOnly ...string) []string {
+	t.Helper()
+	var d []string
+	for _, p := range payload(run(t, "dpkg-deb", "-c", deb), func(f []string) string { return f[5] }) {
+		if !slices.Contains(debOnly, p) {
+			d = append(d, p)
+		}
+	}
+	r := payload(run(t, "rpm", "-qp", "--qf", `[%{FILEMODES:perms} %{FILENAMES}\n]`, rpm), func(f []string) string { return f[1] })
+	if !slices.Equal(d, r) {
+		t.Errorf("payloads differ:\n.deb: %v\n.rpm: %v", d, r)
+	}
+	return r
 }
 
 // readOnlySystem is a shell script run by unshare in a private mount
