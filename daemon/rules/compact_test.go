@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -128,8 +129,11 @@ func TestLookupAndEdit(t *testing.T) {
 // port, times, source) needs no ext.
 func TestSetSize(t *testing.T) {
 	r := oddRules()[1]
-	c := compact(&r)
+	c := compact(&r, nil)
 	if c.ext != nil {
 		t.Errorf("a plain rule needs an ext: %+v", *c.ext)
+	}
+	if n := unsafe.Sizeof(c); unsafe.Sizeof(uintptr(0)) == 8 && n > 80 {
+		t.Errorf("a compact rule takes %d bytes, want at most 80", n)
 	}
 }

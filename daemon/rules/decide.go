@@ -2,13 +2,14 @@ package rules
 
 import (
 	"fmt"
-	"hash/maphash"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unsafe"
 
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -71,15 +72,17 @@ type Candidate struct {
 // depends on map order or timing.
 func better(s *Set, ai, bi int32) (bool, Reason) {
 	a, b := &s.recs[ai], &s.recs[bi]
-	switch sa, sb := a.flags&flagSevere, b.flags&flagSevere; {
-	case a.priority != b.priority:
-		return a.priority > b.priority, ByPriority
+	switch pa, pb, sa, sb := a.prio(), b.prio(), a.flags&flagSevere, b.flags&flagSevere; {
+	case pa != pb:
+		return pa > pb, ByPriority
 	case a.spec != b.spec:
 		return a.spec > b.spec, BySpecificity
 	case sa != sb:
 		return sa > sb, ByAction
-	case a.id != b.id:
-		return a.id < b.id, ByID
+	}
+	switch ia, ib := a.id(), b.id(); {
+	case ia != ib:
+		return ia < ib, ByID
 	default:
 		return ai < bi, ByID
 	}
@@ -88,9 +91,12 @@ func better(s *Set, ai, bi int32) (bool, Reason) {
 // scan holds the state of one pass over the candidate rules of a
 // connection: the best two matches for Decide, or every match for Explain.
 type scan struct {
-	c      *shared.Connection
-	remote netip.Addr
-	now    time.Time
+	c       *shared.Connection
+	remote  netip.Addr // c.RemoteIP unmapped, without a zone
+	remote4 uint32     // remote as a number, when it is IPv4
+	now     time.Time
+	dir     uint8 // c.Direction's code
+	proto   uint8 // c.Proto's code
 
 	best, second int32 // -1: none
 	bestHost     int   // the name (index in c.Hosts) the best rule matched; -1: none
@@ -130,14 +136,14 @@ func (s *Set) Decide(c *shared.Connection, now time.Time) Decision {
 	if c == nil {
 		return Decision{Explanation: "no connection to decide"}
 	}
-	st := scan{c: c, remote: c.RemoteIP.Unmap().WithZone(""), now: now, best: -1, second: -1}
+	st := newScan(c, now)
 	s.scan(&st)
 	if st.best < 0 {
 		return Decision{Explanation: s.noMatch}
 	}
-	w := &s.recs[st.best]
+	w, wc := &s.recs[st.best], s.cached(st.best)
 	d := Decision{
-		Rule:        s.ruleAt(st.best),
+		Rule:        &wc.rule,
 		Action:      shared.Action(w.actionStr()),
 		Specificity: int(w.spec),
 	}
@@ -148,7 +154,7 @@ func (s *Set) Decide(c *shared.Connection, now time.Time) Decision {
 		d.RunnerUp = s.ruleAt(st.second)
 		_, d.WonBy = better(s, st.best, st.second)
 	}
-	cache := &s.explained[st.best]
+	cache := &wc.explained
 	if x := cache.Load(); x != nil && x.runnerUp == st.second {
 		d.Explanation = x.text
 	} else {
@@ -169,7 +175,8 @@ func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
 	if s == nil || c == nil {
 		return nil
 	}
-	st := scan{c: c, remote: c.RemoteIP.Unmap().WithZone(""), now: now, best: -1, second: -1, collect: true}
+	st := newScan(c, now)
+	st.collect = true
 	s.scan(&st)
 	// A rule reached through two of the connection's names is found twice.
 	slices.Sort(st.found)
@@ -187,7 +194,7 @@ func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
 	for k, i := range st.found {
 		e := &s.recs[i]
 		out[k] = Candidate{Rule: s.ruleAt(i), Specificity: int(e.spec)}
-		if host, _ := e.matches(c, st.remote, now); host >= 0 {
+		if host, _ := e.matches(&st); host >= 0 {
 			out[k].HostMatched = c.Hosts[host]
 		}
 		if k > 0 {
@@ -197,55 +204,101 @@ func (s *Set) Explain(c *shared.Connection, now time.Time) []Candidate {
 	return out
 }
 
+func newScan(c *shared.Connection, now time.Time) scan {
+	st := scan{c: c, remote: c.RemoteIP.Unmap().WithZone(""), now: now, best: -1, second: -1}
+	if st.remote.Is4() {
+		st.remote4 = u4(st.remote)
+	}
+	switch c.Direction {
+	case shared.DirectionOut:
+		st.dir = directionOut
+	case shared.DirectionIn:
+		st.dir = directionIn
+	default:
+		st.dir, _ = code(directions, string(c.Direction))
+	}
+	switch c.Proto {
+	case shared.ProtoTCP:
+		st.proto = protoTCP
+	case shared.ProtoUDP:
+		st.proto = protoUDP
+	default:
+		st.proto, _ = code(protos, string(c.Proto))
+	}
+	return st
+}
+
 // scan visits every rule that can match st.c: the buckets reached by its
 // exe, host names and remote address, and the rules without such a key.
 func (s *Set) scan(st *scan) {
 	c := st.c
 	if c.PID > 0 && c.Exe != "" {
-		s.visitChain(st, s.byExe, s.hash(c.Exe))
-		if i := strings.LastIndexByte(c.Exe, '/'); i >= 0 && i+1 < len(c.Exe) {
-			s.visitChain(st, s.byExeBase, s.hash(c.Exe[i+1:]))
+		if s.kinds[kindExe] > 0 {
+			s.visitChain(st, s.tagString(kindExe, c.Exe))
+		}
+		if i := strings.LastIndexByte(c.Exe, '/'); i >= 0 && i+1 < len(c.Exe) && s.kinds[kindExeBase] > 0 {
+			s.visitChain(st, s.tagString(kindExeBase, c.Exe[i+1:]))
 		}
 	}
-	if len(s.byHost) > 0 || len(s.bySuffix) > 0 {
+	if s.kinds[kindHost] > 0 || s.kinds[kindSuffix] > 0 {
+		var buf [shared.MaxHostLen + 1]byte
 		for _, h := range c.Hosts {
-			var buf [shared.MaxHostLen + 1]byte
 			name, ok := lowerHost(&buf, h)
 			if !ok {
 				continue
 			}
-			if len(s.byHost) > 0 {
-				s.visitChain(st, s.byHost, maphash.Bytes(s.seed, name))
+			if s.kinds[kindHost] > 0 {
+				s.visitChain(st, s.tagString(kindHost, name))
 			}
-			if len(s.bySuffix) > 0 {
+			if s.kinds[kindSuffix] > 0 {
 				for i := 0; i < len(name); i++ {
 					if name[i] == '.' {
-						s.visitChain(st, s.bySuffix, maphash.Bytes(s.seed, name[i+1:]))
+						s.visitChain(st, s.tagString(kindSuffix, name[i+1:]))
 					}
 				}
 			}
 		}
 	}
 	if st.remote.Is4() {
+		v := st.remote4
 		for _, l := range s.prefixLen4 {
-			s.visitChain(st, s.byPrefix4, prefixKey4(st.remote, l))
+			s.visitChain(st, s.tagInt(kindPrefix4, prefixKey4(v, l)))
+		}
+		if s.long4 {
+			for m := s.index.get(s.tagInt(kindMask4, uint64(v>>16))); m != 0; m &= m - 1 {
+				l := 16 + bits.TrailingZeros32(m)
+				s.visitChain(st, s.tagInt(kindPrefix4, prefixKey4(v, l)))
+			}
 		}
 	} else if st.remote.Is6() {
 		for _, l := range s.prefixLen6 {
-			visitChain(s, st, s.byPrefix6, makePrefixKey6(st.remote, l))
+			s.visitChain(st, s.tagPrefix6(makePrefixKey6(st.remote, l)))
 		}
 	}
-	if len(s.byPort) > 0 {
-		visitChain(s, st, s.byPort, c.RemotePort)
+	if s.kinds[kindPort] > 0 {
+		s.visitChain(st, s.tagInt(kindPort, uint64(c.RemotePort)))
 	}
-	s.visit(st, s.rest)
+	for _, i := range s.rest {
+		s.visitOne(st, i)
+	}
 }
 
-// lowerHost writes h lower-cased and without a trailing dot into buf.
-func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) ([]byte, bool) {
+// lowerHost returns h lower-cased and without a trailing dot: h itself
+// when it needs no change, else a string over buf.
+func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) (string, bool) {
 	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > shared.MaxHostLen {
-		return nil, false
+		return "", false
+	}
+	upper := false
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; 'A' <= c && c <= 'Z' {
+			upper = true
+			break
+		}
+	}
+	if !upper {
+		return h, true
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
@@ -254,32 +307,18 @@ func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) ([]byte, bool) {
 		}
 		buf[i] = c
 	}
-	return buf[:len(h)], true
+	return unsafe.String(&buf[0], len(h)), true
 }
 
-// visitChain visits the bucket of key in m (a chain through s.next).
-func (s *Set) visitChain(st *scan, m map[uint64]int32, key uint64) {
-	visitChain(s, st, m, key)
-}
-
-func visitChain[K comparable](s *Set, st *scan, m map[K]int32, key K) {
-	i, ok := m[key]
-	if !ok {
-		return
-	}
-	for ; i >= 0; i = s.next[i] {
-		s.visitOne(st, i)
-	}
-}
-
-func (s *Set) visit(st *scan, bucket []int32) {
-	for _, i := range bucket {
+// visitChain visits the chain of the key whose tag is given.
+func (s *Set) visitChain(st *scan, tag uint32) {
+	for i := int32(s.index.get(tag)) - 1; i >= 0; i = s.next[i] {
 		s.visitOne(st, i)
 	}
 }
 
 func (s *Set) visitOne(st *scan, i int32) {
-	host, ok := s.recs[i].matches(st.c, st.remote, st.now)
+	host, ok := s.recs[i].matches(st)
 	if !ok {
 		return
 	}
@@ -308,19 +347,19 @@ func betterIdx(s *Set, a, b int32) bool {
 
 // ref names a rule: `rule 12 "ssh-out"`, or `rule 12` when it has no name.
 func ref(e *rec) string {
-	id := e.id
+	id := e.id()
 	if id == "" || strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == '"' || !unicode.IsPrint(r) }) >= 0 {
 		id = strconv.Quote(id)
 	}
-	if e.name == "" {
+	if e.name() == "" {
 		return "rule " + id
 	}
-	return "rule " + id + " " + strconv.Quote(e.name)
+	return "rule " + id + " " + strconv.Quote(e.name())
 }
 
 // standing is a rule's action and precedence.
 func standing(e *rec) string {
-	return fmt.Sprintf("%s, priority %d, specificity %d", e.actionStr(), e.priority, e.spec)
+	return fmt.Sprintf("%s, priority %d, specificity %d", e.actionStr(), e.prio(), e.spec)
 }
 
 // explainWin says why winner won over the runner-up (-1: it was alone):

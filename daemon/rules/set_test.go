@@ -414,6 +414,90 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 			t.Errorf("Decide(%s) allocates %v times per call", c.Exe, n)
 		}
 	}
+	// Names that need lower-casing are hashed from a buffer on the stack.
+	c := benchConns()[1]
+	lower := len(s.Explain(c, now))
+	c.Hosts = []string{"ADS7.Tracker3.NET.", "cdn.TRACKER3.net"}
+	if upper := len(s.Explain(c, now)); upper != lower || lower < 3 {
+		t.Errorf("upper-case names: %d candidates, lower-case %d", upper, lower)
+	}
+	if n := testing.AllocsPerRun(50, func() { s.Decide(c, now) }); n != 0 {
+		t.Errorf("Decide with upper-case names allocates %v times per call", n)
+	}
+}
+
+// TestDecideManyWinners: in a set larger than the cache of built rules,
+// every winner comes back as its own rule, however often the cache evicts.
+func TestDecideManyWinners(t *testing.T) {
+	const n = 3 * cacheMax
+	rs := make([]shared.Rule, n)
+	for i := range rs {
+		rs[i] = allowR(fmt.Sprintf("r%d", i), shared.Match{Port: shared.PortRange{Lo: uint16(1 + i), Hi: uint16(1 + i)}})
+	}
+	s := NewSet(rs)
+	c := conn()
+	for round := range 2 {
+		for i := range n {
+			c.RemotePort = uint16(1 + (i*7919)%n)
+			d := s.Decide(c, now)
+			want := fmt.Sprintf("r%d", c.RemotePort-1)
+			if d.Rule == nil || d.Rule.ID != want || !strings.Contains(d.Explanation, want) {
+				t.Fatalf("round %d port %d: %+v, want %s", round, c.RemotePort, d, want)
+			}
+		}
+	}
+}
+
+// TestDecidePrefixLengths: IPv4 prefixes of every length, many under one
+// /16 and others elsewhere, are found at their own lengths only.
+func TestDecidePrefixLengths(t *testing.T) {
+	var rs []shared.Rule
+	for bits := 0; bits <= 32; bits++ {
+		p := netip.PrefixFrom(netip.MustParseAddr("10.1.2.3"), bits).Masked()
+		rs = append(rs, allowR(fmt.Sprintf("in%d", bits), shared.Match{IP: p}))
+		q := netip.PrefixFrom(netip.MustParseAddr("172.16.9.9"), bits).Masked()
+		rs = append(rs, allowR(fmt.Sprintf("out%d", bits), shared.Match{IP: q, Port: shared.PortRange{Lo: 1, Hi: 1}}))
+	}
+	s := NewSet(rs)
+	for _, tt := range []struct {
+		ip   string
+		want int // how many "in" rules match
+	}{{"10.1.2.3", 33}, {"10.1.2.4", 30}, {"10.1.3.3", 24}, {"10.2.2.3", 15}, {"11.1.2.3", 8}, {"200.1.2.3", 1}} {
+		c := conn()
+		c.RemoteIP = netip.MustParseAddr(tt.ip)
+		ex := s.Explain(c, now)
+		if len(ex) != tt.want {
+			t.Errorf("%s: %d candidates, want %d", tt.ip, len(ex), tt.want)
+		}
+		for _, e := range ex {
+			if !e.Rule.Match.IP.Contains(c.RemoteIP) || strings.HasPrefix(e.Rule.ID, "out") {
+				t.Errorf("%s: %s matched", tt.ip, e.Rule.ID)
+			}
+		}
+	}
+}
+
+// TestTableMergesEqualTags: keys whose tags are equal share one chain, and
+// the table keeps every tag through growth.
+func TestTableMergesEqualTags(t *testing.T) {
+	var tb table
+	tb.init(1)
+	for i := uint32(1); i <= 1000; i++ {
+		tb.set(i<<4|kindPort, i)
+	}
+	if old := tb.set(7<<4|kindPort, 5000); old != 7 {
+		t.Errorf("set of an equal tag gave %d, want the old value 7", old)
+	}
+	tb.or(3<<4|kindMask4, 1)
+	tb.or(3<<4|kindMask4, 4)
+	for i := uint32(1); i <= 1000; i++ {
+		if got, want := tb.get(i<<4|kindPort), i; got != want && i != 7 {
+			t.Fatalf("get(%d) = %d", i, got)
+		}
+	}
+	if tb.get(3<<4|kindMask4) != 5 || tb.get(3<<4|kindHost) != 0 || tb.get(2000<<4|kindPort) != 0 {
+		t.Error("masks or absent keys wrong")
+	}
 }
 
 // TestDecideConcurrent: decisions from many goroutines (sharing the
