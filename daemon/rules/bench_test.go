@@ -163,3 +163,30 @@ func TestBenchRulesAreExercised(t *testing.T) {
 		t.Logf("conn %d: %d candidates; %s", i, len(ex), d.Explanation)
 	}
 }
+
+// BenchmarkDecidePatterns: the benchmark's rules with one in a hundred
+// replaced by a unit glob and one in a hundred by a command-line glob, as
+// in tgbench's mix: rules no exe, host, address or port narrows.
+func BenchmarkDecidePatterns(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			rs := benchRules(n)
+			for i := 0; i+1 < len(rs)-12; i += 100 {
+				rs[i].Match = shared.Match{Unit: fmt.Sprintf("batch%d-*.service", i)}
+				rs[i+1].Match = shared.Match{Cmdline: fmt.Sprintf("worker%d --queue *", i)}
+			}
+			s := NewSet(rs)
+			conns := benchConns()
+			for _, c := range conns {
+				c.Unit = "session-2.scope"
+				s.Decide(c, now)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				s.Decide(conns[i%len(conns)], now)
+				i++
+			}
+		})
+	}
+}

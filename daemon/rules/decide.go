@@ -240,6 +240,11 @@ func (s *Set) scan(st *scan) {
 			s.visitChain(st, s.tagString(kindExeBase, c.Exe[i+1:]))
 		}
 	}
+	if c.PID > 0 {
+		s.visitHeads(st, kindUnit, c.Unit)
+		s.visitHeads(st, kindCmdline, c.Cmdline)
+		s.visitHeads(st, kindExeHead, c.Exe)
+	}
 	if s.kinds[kindHost] > 0 || s.kinds[kindSuffix] > 0 {
 		var buf [shared.MaxHostLen + 1]byte
 		for _, h := range c.Hosts {
@@ -308,6 +313,19 @@ func lowerHost(buf *[shared.MaxHostLen + 1]byte, h string) (string, bool) {
 		buf[i] = c
 	}
 	return unsafe.String(&buf[0], len(h)), true
+}
+
+// visitHeads visits the rules of a kind keyed by a literal beginning of v.
+func (s *Set) visitHeads(st *scan, kind int, v string) {
+	if s.kinds[kind] == 0 || v == "" {
+		return
+	}
+	for _, l := range s.litLens[kind-kindUnit] {
+		if l > len(v) {
+			return
+		}
+		s.visitChain(st, s.tagString(kind, v[:l]))
+	}
 }
 
 // visitChain visits the chain of the key whose tag is given.

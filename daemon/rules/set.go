@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -49,14 +50,17 @@ type Set struct {
 	// first rule; next chains the rest (-1 ends a chain).
 	index table
 	next  []int32
-	kinds [kindPort + 1]int32 // rules indexed by each kind of key
+	kinds [16]int32 // rules indexed by each kind of key
 	// IPv4 prefixes of 16 bits or more are looked up only at the lengths
 	// present under the connection's /16 (index, kindMask4); shorter ones
 	// and IPv6 ones at every length present.
 	prefixLen4 []int // lengths < 16 present
 	long4      bool  // some length >= 16 present
 	prefixLen6 []int
-	rest       []int32 // live rules without such a key: port ranges, uids, units, cmdlines...
+	// Unit, command-line and exe patterns are keyed by their literal
+	// beginning (all of an exact one); these are the lengths present.
+	litLens [3][]int // by kind - kindUnit
+	rest    []int32  // live rules without such a key: port ranges, uids, units, cmdlines...
 
 	noMatch string
 }
@@ -510,6 +514,9 @@ const (
 	kindMask4 // value: the lengths (bit l-16) of the prefixes under a /16
 	kindPrefix6
 	kindPort
+	kindUnit    // literal beginning of a unit pattern
+	kindCmdline // of a command-line pattern
+	kindExeHead // of an exe glob without a literal last element
 )
 
 // cacheMax bounds the per-set cache of built rules and explanations.
@@ -538,6 +545,7 @@ func build(recs []rec) *Set {
 	s.index.init(live)
 	var lens4 uint64    // IPv4 lengths present below 16
 	var lens6 [3]uint64 // IPv6 lengths present
+	var lits [3]map[int]bool
 	// Walk backwards, pushing onto the chains' fronts: chains run in
 	// ascending order.
 	for i := n - 1; i >= 0; i-- {
@@ -572,6 +580,12 @@ func build(recs []rec) *Set {
 				s.push(s.tagPrefix6(makePrefixKey6(a, bits)), idx)
 				lens6[bits/64] |= 1 << (bits % 64)
 			}
+		case r.ext != nil && literalHead(r.ext.unit) != "":
+			s.pushHead(kindUnit, literalHead(r.ext.unit), idx, &lits)
+		case r.ext != nil && literalHead(r.ext.cmdline) != "":
+			s.pushHead(kindCmdline, literalHead(r.ext.cmdline), idx, &lits)
+		case literalHead(exe) != "":
+			s.pushHead(kindExeHead, literalHead(exe), idx, &lits)
 		case !r.port.IsAny() && r.port.Lo == r.port.Hi:
 			s.push(s.tagInt(kindPort, uint64(r.port.Lo)), idx)
 		default:
@@ -592,6 +606,12 @@ func build(recs []rec) *Set {
 			s.prefixLen6 = append(s.prefixLen6, l)
 		}
 	}
+	for k, m := range lits {
+		for l := range m {
+			s.litLens[k] = append(s.litLens[k], l)
+		}
+		slices.Sort(s.litLens[k])
+	}
 	s.noMatch = "no rule matched (" + strconv.Itoa(live) + " rules in force)"
 	return s
 }
@@ -610,6 +630,27 @@ func (s *Set) push(tag uint32, idx int32) {
 	s.kinds[tag&15]++
 	head := s.index.set(tag, uint32(idx)+1)
 	s.next[idx] = int32(head) - 1
+}
+
+// pushHead indexes rule idx by the literal beginning head of one of its
+// patterns.
+func (s *Set) pushHead(kind int, head string, idx int32, lits *[3]map[int]bool) {
+	s.push(s.tagString(kind, head), idx)
+	m := &lits[kind-kindUnit]
+	if *m == nil {
+		*m = map[int]bool{}
+	}
+	(*m)[len(head)] = true
+}
+
+// literalHead returns what every string a pattern (path.Match or
+// shared.GlobMatch syntax) matches must begin with: the pattern up to its
+// first meta character; all of it when it has none.
+func literalHead(pattern string) string {
+	if i := strings.IndexAny(pattern, `*?[\`); i >= 0 {
+		return pattern[:i]
+	}
+	return pattern
 }
 
 // A tag is what the index keeps of a key: the upper half of its 64-bit
