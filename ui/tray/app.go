@@ -123,12 +123,15 @@ func New(a fyne.App, o Options) (*App, error) {
 	if o.Apps != nil {
 		pa, ra, ca = o.Apps, o.Apps, o.Apps
 	}
+	// Every part updates its widgets through t.ui (looked up at each
+	// call: tests replace it after New).
+	ui := func(f func()) { t.ui(f) }
 	t.prompt = prompt.New(a, t.bus, prompt.Options{
 		Action: o.Action, Lifetime: o.Lifetime, Scope: o.Scope, ArmDelay: o.ArmDelay,
-		Apps: pa, OnChange: t.setWaiting, Log: o.Log.With("part", "prompt"),
+		Apps: pa, OnChange: t.setWaiting, Log: o.Log.With("part", "prompt"), UI: ui,
 	})
-	t.rules = rules.NewWindow(a, t.bus, rules.Options{Apps: ra, UID: o.UID, Log: o.Log.With("part", "rules")})
-	t.conns = connections.NewWindow(a, t.bus, connections.Options{Apps: ca, MakeRule: t.rules.NewRule, Log: o.Log.With("part", "connections")})
+	t.rules = rules.NewWindow(a, t.bus, rules.Options{Apps: ra, UID: o.UID, Log: o.Log.With("part", "rules"), UI: ui})
+	t.conns = connections.NewWindow(a, t.bus, connections.Options{Apps: ca, MakeRule: t.rules.NewRule, Log: o.Log.With("part", "connections"), UI: ui})
 	t.buildMenu()
 	if d, ok := a.(fdesktop.App); ok {
 		t.tray = d

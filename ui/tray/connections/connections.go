@@ -49,6 +49,9 @@ type Options struct {
 	Interval time.Duration  // between polls while open; 0 = 2 s
 	MaxRows  int            // connections kept; 0 = connmodel.DefaultMax
 	Location *time.Location // for times; nil = time.Local
+	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
+	// passes its own, so its tests serialize every widget update.
+	UI func(func())
 }
 
 // callTimeout bounds every call to the daemon.
@@ -60,7 +63,7 @@ const (
 )
 
 // Window is the connections window. Its methods are called from the Fyne
-// goroutine; poll results come back through fyne.Do.
+// goroutine; poll results come back through Options.UI.
 type Window struct {
 	app fyne.App
 	c   Client
@@ -99,6 +102,9 @@ func NewWindow(a fyne.App, c Client, o Options) *Window {
 	}
 	if o.MaxRows <= 0 || o.MaxRows > shared.MaxLogLimit {
 		o.MaxRows = min(connmodel.DefaultMax, shared.MaxLogLimit)
+	}
+	if o.UI == nil {
+		o.UI = fyne.Do
 	}
 	w := &Window{app: a, c: c, o: o, log: o.Log}
 	w.model = connmodel.New(connmodel.Options{Max: o.MaxRows, AppName: w.appName, Location: o.Location})
@@ -334,7 +340,7 @@ func (w *Window) fetch(ctx context.Context) {
 		w.since = newest
 		w.mu.Unlock()
 	}
-	fyne.Do(func() {
+	w.o.UI(func() {
 		w.apply(entries, err)
 		w.mu.Lock()
 		w.polled++

@@ -61,6 +61,9 @@ type Options struct {
 	OnChange func(waiting int)  // called (from Run's goroutine) whenever the number of waiting groups changes
 	Log      *slog.Logger
 	Now      func() time.Time // the clock; nil = time.Now (tests set it)
+	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
+	// passes its own, so its tests serialize every widget update.
+	UI func(func())
 }
 
 // Prompt is the prompt window and its agent loop.
@@ -107,6 +110,9 @@ func New(a fyne.App, c agent.Client, o Options) *Prompt {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if o.UI != nil {
+		p.ui = o.UI
 	}
 	p.m = promptmodel.New(promptmodel.Options{Action: o.Action, Lifetime: o.Lifetime, Scope: o.Scope, ArmDelay: o.ArmDelay})
 	p.build()

@@ -55,6 +55,9 @@ type Options struct {
 	// RetryDelay is how long to wait before subscribing to signals again
 	// after the subscription failed or ended; 0 = 5 s.
 	RetryDelay time.Duration
+	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
+	// passes its own, so its tests serialize every widget update.
+	UI func(func())
 }
 
 // callTimeout bounds every call to the daemon.
@@ -73,8 +76,8 @@ const (
 )
 
 // Window is the rules editor. Its methods are called from the Fyne
-// goroutine (menu actions, fyne.Do); results of calls to the daemon come
-// back through fyne.Do.
+// goroutine (menu actions, Options.UI); results of calls to the daemon
+// come back through Options.UI.
 type Window struct {
 	app fyne.App
 	c   Client
@@ -122,6 +125,9 @@ func NewWindow(a fyne.App, c Client, o Options) *Window {
 	}
 	if o.RetryDelay <= 0 {
 		o.RetryDelay = 5 * time.Second
+	}
+	if o.UI == nil {
+		o.UI = fyne.Do
 	}
 	w := &Window{app: a, c: c, o: o, log: o.Log}
 	w.model = rulemodel.New(rulemodel.Options{UID: o.UID, AppName: w.appName, Location: o.Location})
@@ -369,7 +375,7 @@ func (w *Window) call(fn func(ctx context.Context) error, done func(error)) {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		err := fn(ctx)
 		cancel()
-		fyne.Do(func() {
+		w.o.UI(func() {
 			done(err)
 			w.mu.Lock()
 			w.settled++
@@ -432,7 +438,7 @@ func (w *Window) consume(ctx context.Context, sigs <-chan dbus.Signal) bool {
 			}
 			w.load(ctx, nil)
 		case s.Name == dbus.SignalDaemonChanged:
-			fyne.Do(func() {
+			w.o.UI(func() {
 				w.showError(errors.New("tollgated is not running: the rules shown may be out of date"))
 				w.mu.Lock()
 				w.settled++
@@ -465,7 +471,7 @@ func (w *Window) load(ctx context.Context, note error) {
 	if err != nil {
 		w.log.Warn("rules window: list rules", "err", err)
 	}
-	fyne.Do(func() {
+	w.o.UI(func() {
 		if err != nil {
 			w.showError(fmt.Errorf("list rules: %w", err))
 		} else if w.setRules(seq, rules) {
