@@ -193,7 +193,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	// deciding has begun, rather than carry it until the scavenger gets
 	// round to it.
 	debug.FreeOSMemory()
-	tuneMemoryLimit(log)
+	mem := newMemTuner(log)
+	mem.tune(time.Now())
 
 	// The bus is the daemon's public face, never a condition of enforcing:
 	// without it (or while it is away) nobody is asked and the default
@@ -214,14 +215,14 @@ loop:
 		case <-reload:
 			s.loadFileRules()
 			s.srv.RulesChanged()
-		case <-house.C:
+		case now := <-house.C:
+			mem.tune(now)
 			s.broker.Expire()
 			if s.book.Prune(attr.Alive) > 0 {
 				s.srv.RulesChanged()
 			}
 		case <-hits.C:
 			s.flushHits()
-			tuneMemoryLimit(log)
 		case err := <-busDone:
 			busDone = nil
 			if err != nil {
