@@ -43,9 +43,9 @@ func memoryLimitFor(live, other uint64) int64 {
 
 // memSample is what the tuner reads from the runtime.
 type memSample struct {
-	live, other   uint64  // live heap; runtime memory besides the heap
-	cycles        uint64  // collections so far
-	gcCPU, allCPU float64 // CPU seconds (the runtime's estimate): collector, all
+	live, other    uint64  // live heap; runtime memory besides the heap
+	cycles         uint64  // collections so far
+	gcCPU, busyCPU float64 // CPU seconds (the runtime's estimate): collector, all but idle
 }
 
 // memTuner keeps the soft memory limit (see the memory policy above).
@@ -80,11 +80,11 @@ func (t *memTuner) tune(now time.Time) {
 		return
 	}
 	if !first {
-		gc, all := m.gcCPU-prev.gcCPU, m.allCPU-prev.allCPU
-		if all > 0 && gc/all > gcShareMax && t.liftedAt.IsZero() {
+		gc, busy := m.gcCPU-prev.gcCPU, m.busyCPU-prev.busyCPU
+		if busy > 0 && gc/busy > gcShareMax && t.liftedAt.IsZero() {
 			t.liftedAt = now
 			t.set(math.MaxInt64)
-			t.log.Info("memory limit lifted: the collector took too much CPU", "gc_share", gc/all, "live_bytes", m.live, "for", liftFor)
+			t.log.Info("memory limit lifted: the collector took too much CPU", "gc_share", gc/busy, "live_bytes", m.live, "for", liftFor)
 			return
 		}
 	}
@@ -111,6 +111,7 @@ func readMemSample() (memSample, bool) {
 		{Name: "/gc/cycles/total:gc-cycles"},
 		{Name: "/cpu/classes/gc/total:cpu-seconds"},
 		{Name: "/cpu/classes/total:cpu-seconds"},
+		{Name: "/cpu/classes/idle:cpu-seconds"},
 	}
 	metrics.Read(s)
 	var v [7]uint64
@@ -125,7 +126,7 @@ func readMemSample() (memSample, bool) {
 			return memSample{}, false
 		}
 	}
-	m := memSample{live: v[0], cycles: v[6], gcCPU: s[7].Value.Float64(), allCPU: s[8].Value.Float64()}
+	m := memSample{live: v[0], cycles: v[6], gcCPU: s[7].Value.Float64(), busyCPU: s[8].Value.Float64() - s[9].Value.Float64()}
 	if heap := v[2] + v[3] + v[4] + v[5]; v[1] > heap {
 		m.other = v[1] - heap // stacks, runtime metadata, profiling buffers
 	}

@@ -61,7 +61,7 @@ func TestMemTuner(t *testing.T) {
 		sample.live, sample.other = live, 4<<20
 		sample.cycles += cycles
 		sample.gcCPU += gc
-		sample.allCPU += all
+		sample.busyCPU += all
 		t0 = t0.Add(d)
 		tu.tune(t0)
 	}
