@@ -59,6 +59,10 @@ func newTestTray(t *testing.T, fake *fakeSession, mode WindowMode) *testTray {
 			a.rules.Close()
 			a.conns.Close()
 		})
+		// Their goroutines must not outlive the test (Fyne's test driver
+		// shares font caches between tests).
+		a.rules.Wait()
+		a.conns.Wait()
 	})
 	return tt
 }
@@ -267,21 +271,26 @@ func TestStatusWindowWithoutTrayHost(t *testing.T) {
 	if win == nil {
 		t.Fatal("no status window without a tray host")
 	}
-	var labels []string
 	var radio *widget.RadioGroup
-	tt.onUI(func() {
-		walk(win.Content(), func(o fyne.CanvasObject) {
-			switch w := o.(type) {
-			case *widget.Label:
-				labels = append(labels, w.Text)
-			case *widget.Button:
-				labels = append(labels, "["+w.Text+"]")
-			case *widget.RadioGroup:
-				radio = w
-			}
+	var got string
+	// The state is set before the window shows it: wait for the window.
+	waitFor(t, "the status window showing the mode", func() bool {
+		var labels []string
+		tt.onUI(func() {
+			walk(win.Content(), func(o fyne.CanvasObject) {
+				switch w := o.(type) {
+				case *widget.Label:
+					labels = append(labels, w.Text)
+				case *widget.Button:
+					labels = append(labels, "["+w.Text+"]")
+				case *widget.RadioGroup:
+					radio = w
+				}
+			})
 		})
+		got = strings.Join(labels, "|")
+		return strings.Contains(got, "Tollgate: monitor")
 	})
-	got := strings.Join(labels, "|")
 	for _, want := range []string{"Tollgate: monitor", "[Pending (0)]", "[Rules…]", "[Connections…]", "[Quit]"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("status window lacks %q: %s", want, got)

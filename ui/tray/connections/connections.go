@@ -137,6 +137,11 @@ func (w *Window) Show() {
 	w.win.RequestFocus()
 }
 
+// Wait waits until the background work Show started (polling) has
+// ended after Close. Call it off Fyne's goroutine: that work's last
+// update may still need it.
+func (w *Window) Wait() { w.following.Wait() }
+
 // Close hides the window and stops polling.
 func (w *Window) Close() {
 	if w.stop != nil {

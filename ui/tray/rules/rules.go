@@ -173,6 +173,11 @@ func (w *Window) NewRule(prefill shared.Rule) {
 	w.openEditor(r, "", "")
 }
 
+// Wait waits until the background work Show started (following RulesChanged) has
+// ended after Close. Call it off Fyne's goroutine: that work's last
+// update may still need it.
+func (w *Window) Wait() { w.following.Wait() }
+
 // Close hides the window and its form and stops following the daemon.
 func (w *Window) Close() {
 	if w.stop != nil {
