@@ -25,6 +25,10 @@ type Form struct {
 	Direction string
 	Note      string
 	Enabled   bool
+	// System makes a system rule (owner root: it applies to every user;
+	// the daemon asks for an administrator) instead of one of the base
+	// rule's owner.
+	System bool
 }
 
 // FormFields are the shared field names the form edits. Fields of a rule
@@ -50,6 +54,7 @@ func FormFromRule(r shared.Rule, loc *time.Location) Form {
 		Direction: string(m.Direction),
 		Note:      r.Note,
 		Enabled:   r.Enabled,
+		System:    r.Owner == shared.OwnerSystem,
 	}
 	if f.Lifetime == "" {
 		f.Lifetime = string(shared.LifetimeForever)
@@ -102,10 +107,15 @@ func (f Form) Rule(base shared.Rule) (shared.Rule, error) {
 	if err != nil {
 		return shared.Rule{}, err
 	}
-	// The process binding is bookkeeping, but the validator checks it with
-	// the lifetime: a process rule stays bound to its process.
+	// The process binding is bookkeeping the daemon keeps and will not
+	// take back from a client: a rule cannot be sent with lifetime
+	// process. Say so here rather than let the daemon refuse a pid.
 	if r.Lifetime == shared.LifetimeProcess {
-		r.PID, r.PIDStart = base.PID, base.PIDStart
+		return shared.Rule{}, &shared.FieldError{Field: "lifetime",
+			Msg: "a rule for one process cannot be saved with that lifetime: choose another lifetime, or delete the rule"}
+	}
+	if f.System {
+		r.Owner = shared.OwnerSystem
 	}
 	r.Normalize()
 	if err := r.Validate(); err != nil {
@@ -134,4 +144,22 @@ func Lifetimes(r shared.Rule) []string {
 		ls = append(ls, string(r.Lifetime))
 	}
 	return ls
+}
+
+// WritableFields are r's fields as AddRuleFields takes them: no
+// bookkeeping, and the owner always said ("system" for a system rule;
+// shared.Rule.Fields leaves owner 0 out, which the daemon reads as "the
+// caller").
+func WritableFields(r shared.Rule) map[string]any {
+	f := r.Fields()
+	for k := range f {
+		if shared.IsBookkeepingField(k) {
+			delete(f, k)
+		}
+	}
+	delete(f, "id")
+	if r.Owner == shared.OwnerSystem {
+		f["owner"] = "system"
+	}
+	return f
 }

@@ -163,3 +163,56 @@ func TestLifetimes(t *testing.T) {
 		t.Errorf("process rule lifetimes %v", got)
 	}
 }
+
+func TestFormProcessLifetimeRefused(t *testing.T) {
+	base := shared.Rule{ID: "p", Action: shared.ActionAllow, Lifetime: shared.LifetimeProcess, Owner: me, PID: 42, PIDStart: 7,
+		Enabled: true, Match: shared.Match{Exe: "/usr/bin/curl"}}
+	f := FormFromRule(base, time.UTC)
+	if _, err := f.Rule(base); FieldOf(err) != "lifetime" {
+		t.Fatalf("process rule saved as it is: err %v, want a lifetime error", err)
+	}
+	f.Lifetime = "forever"
+	r, err := f.Rule(base)
+	if err != nil {
+		t.Fatalf("process rule made forever: %v", err)
+	}
+	if r.Lifetime != shared.LifetimeForever || r.PID != 0 || r.Owner != me {
+		t.Errorf("made forever: lifetime %s pid %d owner %d", r.Lifetime, r.PID, r.Owner)
+	}
+}
+
+func TestFormSystemRule(t *testing.T) {
+	base := shared.Rule{Owner: me, Enabled: true, Lifetime: shared.LifetimeForever}
+	f := FormFromRule(base, time.UTC)
+	if f.System {
+		t.Fatal("a user's new rule starts as a system rule")
+	}
+	f.Action, f.Port, f.System = "deny", "23", true
+	r, err := f.Rule(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Owner != shared.OwnerSystem {
+		t.Fatalf("owner %d, want system", r.Owner)
+	}
+	fields := WritableFields(r)
+	if fields["owner"] != "system" {
+		t.Errorf("owner field %v, want \"system\" (left out, the daemon would make it the caller's)", fields["owner"])
+	}
+	back, err := shared.RuleFromFields(fields)
+	if err != nil || back.Owner != shared.OwnerSystem || back.Action != shared.ActionDeny || back.Match.Port.Lo != 23 {
+		t.Errorf("fields read back: %+v, %v", back, err)
+	}
+	for k := range fields {
+		if shared.IsBookkeepingField(k) || k == "id" {
+			t.Errorf("field %q sent", k)
+		}
+	}
+	if FormFromRule(r, time.UTC).System != true {
+		t.Error("a system rule's form does not say system")
+	}
+	mine := WritableFields(shared.Rule{ID: "x", Owner: me, Action: shared.ActionAllow, Hits: 3})
+	if mine["owner"] != uint32(me) || mine["id"] != nil || mine["hits"] != nil {
+		t.Errorf("user rule fields %v", mine)
+	}
+}

@@ -85,12 +85,24 @@ type Row struct {
 	// Column texts.
 	Enabled, Name, App, Remote, Port, Proto, Action, Lifetime, Owner, Hits, LastHit string
 
+	// Named says the rule has a name of its own; Name is otherwise a
+	// summary of what it matches (a rule an answer made has no name).
+	Named bool
+
 	// Editable says whether the desktop user may change or delete the
 	// rule; when not, ReadOnly says why. The daemon decides again on
 	// every call: this only keeps the window from offering what it would
 	// refuse.
 	Editable bool
 	ReadOnly string
+	// AdminEditable says an administrator may change the rule (a system
+	// or another user's rule that no file holds): the window offers to
+	// edit it "as administrator" and the daemon asks polkit.
+	AdminEditable bool
+	// Toggleable says the enabled flag can be flipped as it is. A rule
+	// bound to one process cannot be sent back to the daemon with that
+	// lifetime (the binding is the daemon's bookkeeping).
+	Toggleable bool
 }
 
 // Cell is the text of column c.
@@ -135,6 +147,8 @@ type Table struct {
 	admin    bool
 	names    AppNamer
 	loc      *time.Location
+	now      func() time.Time
+	today    time.Time // now, when the rows were made
 	rows     []Row // every rule, in the daemon's order
 	view     []int // indices into rows: filtered and sorted
 	filter   Filter
@@ -146,8 +160,9 @@ type Table struct {
 type Options struct {
 	UID      uint32         // the desktop user: owner of "mine"
 	Admin    bool           // the user may change system and others' rules (root)
-	AppName  AppNamer       // optional
-	Location *time.Location // for times; nil = time.Local
+	AppName  AppNamer         // optional
+	Location *time.Location   // for times; nil = time.Local
+	Now      func() time.Time // for short times ("10:50" today); nil = time.Now
 }
 
 // New makes an empty table sorted by name.
@@ -156,12 +171,17 @@ func New(o Options) *Table {
 	if loc == nil {
 		loc = time.Local
 	}
-	return &Table{me: o.UID, admin: o.Admin || o.UID == shared.OwnerSystem, names: o.AppName, loc: loc, sortCol: ColName}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Table{me: o.UID, admin: o.Admin || o.UID == shared.OwnerSystem, names: o.AppName, loc: loc, now: now, sortCol: ColName}
 }
 
 // SetRules replaces the rules (as ListRules returned them).
 func (t *Table) SetRules(rules []shared.Rule) {
 	t.rows = t.rows[:0]
+	t.today = t.now().In(t.loc)
 	for _, r := range rules {
 		t.rows = append(t.rows, t.row(r))
 	}
@@ -349,11 +369,29 @@ func (t *Table) row(r shared.Rule) Row {
 	if m.Direction == shared.DirectionIn {
 		row.Remote = "from " + row.Remote
 	}
-	if row.Name == "" {
-		row.Name = r.ID
+	row.Named = r.Name != ""
+	if !row.Named {
+		row.Name = Summary(row.App, row.Remote, row.Port, row.Proto)
 	}
 	row.Editable, row.ReadOnly = t.editable(r)
+	row.AdminEditable = !row.Editable && !r.ReadOnly
+	row.Toggleable = row.Editable && r.Lifetime != shared.LifetimeProcess
 	return row
+}
+
+// Summary names an unnamed rule by what it matches, as the table shows
+// it: "ssh → any, port 22/tcp".
+func Summary(app, remote, port, proto string) string {
+	s := app + " → " + remote
+	switch {
+	case port != "any" && proto != string(shared.ProtoAny):
+		s += ", port " + port + "/" + proto
+	case port != "any":
+		s += ", port " + port
+	case proto != string(shared.ProtoAny):
+		s += ", " + proto
+	}
+	return s
 }
 
 // editable says whether the desktop user may change r, and why not.
@@ -368,9 +406,9 @@ func (t *Table) editable(r shared.Rule) (bool, string) {
 	case t.admin || r.Owner == t.me:
 		return true, ""
 	case r.Owner == shared.OwnerSystem:
-		return false, "a system rule: changing it needs admin rights (tollgate rules edit as an admin)"
+		return false, "A system rule (it applies to every user): changing it needs an administrator."
 	}
-	return false, "another user's rule"
+	return false, "Another user's rule: changing it needs an administrator."
 }
 
 // AppLabel is what the App column shows for an executable: the
@@ -425,9 +463,27 @@ func (t *Table) lifetime(r shared.Rule) string {
 	return string(r.Lifetime)
 }
 
+// timeString is a time as short as it can be read: "10:50" today,
+// "21 Nov 10:50" this year, "2025-01-02 10:50" else.
 func (t *Table) timeString(tm time.Time) string {
 	if tm.IsZero() {
 		return "never"
 	}
-	return tm.In(t.loc).Format("2006-01-02 15:04")
+	return ShortTime(tm.In(t.loc), t.today)
+}
+
+// ShortTime is tm as short as it can be read against now (in tm's
+// location): "10:50" on the same day, "21 Nov 10:50" in the same year,
+// "2025-01-02 10:50" else.
+func ShortTime(tm, now time.Time) string {
+	now = now.In(tm.Location())
+	y, m, d := tm.Date()
+	ny, nm, nd := now.Date()
+	switch {
+	case y == ny && m == nm && d == nd:
+		return tm.Format("15:04")
+	case y == ny:
+		return tm.Format("2 Jan 15:04")
+	}
+	return tm.Format("2006-01-02 15:04")
 }

@@ -12,6 +12,9 @@ import (
 
 const me = 1000
 
+// testNow is the table's "now": the day of the rules' last hits.
+var testNow = time.Date(2026, 3, 1, 18, 0, 0, 0, time.UTC)
+
 func testRules() []shared.Rule {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	return []shared.Rule{
@@ -40,7 +43,7 @@ func names(exe, app string) (string, bool) {
 }
 
 func newTable() *Table {
-	t := New(Options{UID: me, AppName: names, Location: time.UTC})
+	t := New(Options{UID: me, AppName: names, Location: time.UTC, Now: func() time.Time { return testNow }})
 	t.SetRules(testRules())
 	return t
 }
@@ -170,14 +173,14 @@ func TestRowCells(t *testing.T) {
 	tb := newTable()
 	want := map[string]Row{
 		"r1": {Enabled: "✓", Name: "firefox web", App: "Firefox Web Browser", Remote: "*.mozilla.org", Port: "443", Proto: "tcp",
-			Action: "allow", Lifetime: "forever", Owner: "me", Hits: "50", LastHit: "2026-03-01 13:00", Editable: true},
+			Action: "allow", Lifetime: "forever", Owner: "me", Hits: "50", LastHit: "13:00", Editable: true},
 		"r2": {Name: "curl deny", App: "curl", Remote: "192.0.2.0/24", Port: "8000-8100", Proto: "any",
-			Action: "deny", Lifetime: "session", Owner: "me", Hits: "3", LastHit: "2026-03-01 12:00", Editable: true},
+			Action: "deny", Lifetime: "session", Owner: "me", Hits: "3", LastHit: "12:00", Editable: true},
 		"r3": {Enabled: "✓", Name: "ntp", App: "chronyd", Remote: "any", Port: "123", Proto: "udp", Action: "allow",
 			Lifetime: "forever", Owner: "system", Hits: "1000", LastHit: "never"},
 		"r4": {Enabled: "✓", Name: "block tracker", App: "any app", Remote: "tracker.example", Port: "any", Proto: "any",
 			Action: "reject", Lifetime: "forever", Owner: "system", Hits: "0", LastHit: "never"},
-		"r5": {Enabled: "✓", Name: "r5", App: "ssh", Remote: "any", Port: "22", Proto: "any", Action: "allow",
+		"r5": {Enabled: "✓", Name: "ssh → any, port 22", App: "ssh", Remote: "any", Port: "22", Proto: "any", Action: "allow",
 			Lifetime: "forever", Owner: "uid 1001", Hits: "0", LastHit: "never"},
 	}
 	for id, w := range want {
@@ -202,6 +205,67 @@ func TestRowCells(t *testing.T) {
 	}
 	if got, want := tb.Apps(), []string{"any app", "chronyd", "curl", "Firefox Web Browser", "ssh"}; !slices.Equal(got, want) {
 		t.Errorf("Apps = %v, want %v", got, want)
+	}
+}
+
+func TestRowFlags(t *testing.T) {
+	rules := append(testRules(), shared.Rule{ID: "p1", Action: shared.ActionAllow, Lifetime: shared.LifetimeProcess,
+		Owner: me, Enabled: true, PID: 42, Match: shared.Match{Exe: "/usr/bin/curl"}})
+	tb := New(Options{UID: me, Location: time.UTC})
+	tb.SetRules(rules)
+	tests := []struct {
+		id                                 string
+		named, editable, admin, toggleable bool
+	}{
+		{"r1", true, true, false, true},
+		{"r3", true, false, false, false}, // from a file: nobody edits it here
+		{"r4", true, false, true, false},  // system: an administrator may
+		{"r5", false, false, true, false}, // another user's
+		{"p1", false, true, false, false}, // bound to a process: delete or change its lifetime
+	}
+	for _, tc := range tests {
+		r, ok := tb.Find(tc.id)
+		if !ok {
+			t.Fatalf("%s missing", tc.id)
+		}
+		if r.Named != tc.named || r.Editable != tc.editable || r.AdminEditable != tc.admin || r.Toggleable != tc.toggleable {
+			t.Errorf("%s: named %v editable %v admin %v toggleable %v, want %v %v %v %v", tc.id,
+				r.Named, r.Editable, r.AdminEditable, r.Toggleable, tc.named, tc.editable, tc.admin, tc.toggleable)
+		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	tests := []struct{ app, remote, port, proto, want string }{
+		{"ssh", "any", "22", "tcp", "ssh → any, port 22/tcp"},
+		{"curl", "example.org", "any", "any", "curl → example.org"},
+		{"any app", "10.0.0.0/8", "any", "udp", "any app → 10.0.0.0/8, udp"},
+		{"nc", "from 10.0.0.1", "8000-8100", "any", "nc → from 10.0.0.1, port 8000-8100"},
+	}
+	for _, tc := range tests {
+		if got := Summary(tc.app, tc.remote, tc.port, tc.proto); got != tc.want {
+			t.Errorf("Summary(%q, %q, %q, %q) = %q, want %q", tc.app, tc.remote, tc.port, tc.proto, got, tc.want)
+		}
+	}
+}
+
+func TestShortTime(t *testing.T) {
+	berlin := time.FixedZone("CET", 3600)
+	now := time.Date(2026, 3, 1, 23, 30, 0, 0, time.UTC) // 00:30 on 2 March in Berlin
+	tests := []struct {
+		tm   time.Time
+		want string
+	}{
+		{time.Date(2026, 3, 1, 10, 50, 0, 0, time.UTC), "10:50"},
+		{time.Date(2026, 2, 28, 10, 50, 0, 0, time.UTC), "28 Feb 10:50"},
+		{time.Date(2025, 12, 31, 23, 59, 0, 0, time.UTC), "2025-12-31 23:59"},
+		{time.Date(2026, 3, 2, 0, 10, 0, 0, berlin), "00:10"},       // the same day where the time is shown
+		{time.Date(2026, 3, 1, 23, 0, 0, 0, berlin), "1 Mar 23:00"}, // the day before, there
+	}
+	for _, tc := range tests {
+		if got := ShortTime(tc.tm, now); got != tc.want {
+			t.Errorf("ShortTime(%v) = %q, want %q", tc.tm, got, tc.want)
+		}
 	}
 }
 
