@@ -149,8 +149,8 @@ type Table struct {
 	loc      *time.Location
 	now      func() time.Time
 	today    time.Time // now, when the rows were made
-	rows     []Row // every rule, in the daemon's order
-	view     []int // indices into rows: filtered and sorted
+	rows     []Row     // every rule, in the daemon's order
+	view     []int     // indices into rows: filtered and sorted
 	filter   Filter
 	sortCol  Column
 	sortDesc bool
@@ -158,8 +158,8 @@ type Table struct {
 
 // Options configure a Table.
 type Options struct {
-	UID      uint32         // the desktop user: owner of "mine"
-	Admin    bool           // the user may change system and others' rules (root)
+	UID      uint32           // the desktop user: owner of "mine"
+	Admin    bool             // the user may change system and others' rules (root)
 	AppName  AppNamer         // optional
 	Location *time.Location   // for times; nil = time.Local
 	Now      func() time.Time // for short times ("10:50" today); nil = time.Now
