@@ -24,6 +24,7 @@ type Daemon interface {
 	SetMode(ctx context.Context, mode string) error
 	ListRules(ctx context.Context) ([]shared.Rule, error)
 	AddRule(ctx context.Context, r shared.Rule) (string, error)
+	AddRuleFields(ctx context.Context, f map[string]any) (string, error)
 	UpdateRule(ctx context.Context, id string, r shared.Rule) error
 	DeleteRule(ctx context.Context, id string) error
 	RegisterAgent(ctx context.Context) error
@@ -231,6 +232,15 @@ func (b *Bus) AddRule(ctx context.Context, r shared.Rule) (string, error) {
 		return "", err
 	}
 	return s.AddRule(ctx, r)
+}
+
+// AddRuleFields calls the daemon on the current connection.
+func (b *Bus) AddRuleFields(ctx context.Context, f map[string]any) (string, error) {
+	s, err := b.session()
+	if err != nil {
+		return "", err
+	}
+	return s.AddRuleFields(ctx, f)
 }
 
 // UpdateRule calls the daemon on the current connection.

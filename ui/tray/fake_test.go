@@ -82,8 +82,11 @@ func (f *fakeSession) setModes() []string {
 	return append([]string(nil), f.modes...)
 }
 
-func (f *fakeSession) ListRules(context.Context) ([]shared.Rule, error)      { return nil, nil }
-func (f *fakeSession) AddRule(context.Context, shared.Rule) (string, error)  { return "r1", nil }
+func (f *fakeSession) ListRules(context.Context) ([]shared.Rule, error)     { return nil, nil }
+func (f *fakeSession) AddRule(context.Context, shared.Rule) (string, error) { return "r1", nil }
+func (f *fakeSession) AddRuleFields(context.Context, map[string]any) (string, error) {
+	return "r1", nil
+}
 func (f *fakeSession) UpdateRule(context.Context, string, shared.Rule) error { return nil }
 func (f *fakeSession) DeleteRule(context.Context, string) error              { return nil }
 func (f *fakeSession) RegisterAgent(context.Context) error                   { return nil }

@@ -2,12 +2,12 @@ package rules
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/layout"
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/tollgate-fw/tollgate/shared"
@@ -20,6 +20,12 @@ const (
 	directionAny = "both"
 )
 
+// Owner choices of the form.
+const (
+	ownerUser   = "Me: my programs only"
+	ownerSystem = "System: every user (asks for an administrator)"
+)
+
 // editor is the add/edit form, in a window of its own.
 type editor struct {
 	w        *Window
@@ -27,18 +33,19 @@ type editor struct {
 	base     shared.Rule // the rule edited, or the template of a new one
 	id       string      // "" for a new rule
 	readOnly string      // why the rule cannot be changed; "" when it can
+	admin    bool        // a system or another user's rule, being edited as administrator
 
 	name, exe, host, ip, port, localPort, until, note *widget.Entry
-	action, lifetime, proto, direction                *widget.Select
+	action, lifetime, proto, direction, owner         *widget.Select
 	enabled                                           *widget.Check
-	msg                                               *widget.Label
-	save, cancel                                      *widget.Button
+	info, msg                                         *widget.Label
+	save, cancel, unlock                              *widget.Button
 	byField                                           map[string]fyne.Focusable
 }
 
 // openEditor shows the form for base: a new rule when id is "", else rule
 // id; readOnly (a reason) shows it without a way to save.
-func (w *Window) openEditor(base shared.Rule, id, readOnly string) {
+func (w *Window) openEditor(base shared.Rule, id, readOnly string) *editor {
 	if w.editor != nil {
 		w.editor.close()
 	}
@@ -47,6 +54,7 @@ func (w *Window) openEditor(base shared.Rule, id, readOnly string) {
 	w.editor = e
 	e.win.Show()
 	e.win.RequestFocus()
+	return e
 }
 
 func (e *editor) build() {
@@ -73,7 +81,7 @@ func (e *editor) build() {
 	e.ip = entry(f.IP, "192.0.2.7, 2001:db8::/32; empty = any")
 	e.port = entry(f.Port, "443 or 8000-8100; empty = any")
 	e.localPort = entry(f.LocalPort, "for inbound: 22; empty = any")
-	e.until = entry(f.Until, "2006-01-02T15:04:05+01:00")
+	e.until = entry(f.Until, "only with lifetime until")
 	e.note = entry(f.Note, "optional")
 
 	e.action = widget.NewSelect([]string{string(shared.ActionAllow), string(shared.ActionDeny), string(shared.ActionReject)}, nil)
@@ -89,7 +97,20 @@ func (e *editor) build() {
 	e.direction.SetSelected(orDefault(f.Direction, directionAny))
 	e.enabled = widget.NewCheck("Enabled", nil)
 	e.enabled.SetChecked(f.Enabled)
+	e.owner = widget.NewSelect([]string{ownerUser, ownerSystem}, nil)
+	e.owner.SetSelected(ownerUser)
+	if f.System {
+		e.owner.SetSelected(ownerSystem)
+	}
+	if e.id != "" {
+		// The owner of a kept rule is not changed here (an update that
+		// leaves it out keeps it).
+		e.owner.Disable()
+	}
 
+	e.info = widget.NewLabel("")
+	e.info.Wrapping = fyne.TextWrapWord
+	e.info.Hide()
 	e.msg = widget.NewLabel("")
 	e.msg.Importance = widget.DangerImportance
 	e.msg.Wrapping = fyne.TextWrapWord
@@ -113,25 +134,90 @@ func (e *editor) build() {
 		widget.NewFormItem("Lifetime", e.lifetime),
 		widget.NewFormItem("Until", e.until),
 		widget.NewFormItem("Note", e.note),
+		widget.NewFormItem("Owner", e.owner),
 		widget.NewFormItem("", e.enabled),
 	)
 	e.save = widget.NewButton("Save", e.submit)
 	e.save.Importance = widget.HighImportance
 	e.cancel = widget.NewButton("Cancel", e.close)
-	buttons := container.NewHBox(e.cancel, e.save)
+	e.unlock = widget.NewButton("Edit as administrator", e.unlockAdmin)
+	e.unlock.Hide()
+	buttons := container.NewHBox(e.unlock, layout.NewSpacer(), e.cancel, e.save)
 
 	if e.readOnly != "" {
-		for _, d := range []fyne.Disableable{e.name, e.exe, e.host, e.ip, e.port, e.localPort, e.until, e.note,
-			e.action, e.lifetime, e.proto, e.direction, e.enabled} {
-			d.Disable()
-		}
-		e.save.Hide()
-		e.cancel.SetText("Close")
-		e.showMsg(errors.New(e.readOnly))
+		e.setReadOnly(true)
+		e.showInfo(e.readOnly)
 	}
 	e.lifetimeChanged(e.lifetime.Selected)
-	e.win.SetContent(container.NewBorder(nil, container.NewVBox(e.msg, buttons), nil, nil, form))
-	e.win.Resize(fyne.NewSize(560, 0))
+	e.win.SetContent(container.NewBorder(nil, container.NewVBox(e.info, e.msg, buttons), nil, nil, form))
+	e.win.Resize(fyne.NewSize(600, 0))
+	e.win.Canvas().SetOnTypedKey(func(ev *fyne.KeyEvent) {
+		if ev.Name == fyne.KeyEscape {
+			e.close()
+		}
+	})
+	for _, en := range []*widget.Entry{e.name, e.exe, e.host, e.ip, e.port, e.localPort, e.until, e.note} {
+		en.OnSubmitted = func(string) { e.submit() } // Enter saves
+	}
+}
+
+// setReadOnly disables every field (and clears the hints of the empty
+// ones: a grey hint reads like a value), or enables them again.
+func (e *editor) setReadOnly(ro bool) {
+	for _, d := range []fyne.Disableable{e.name, e.exe, e.host, e.ip, e.port, e.localPort, e.until, e.note,
+		e.action, e.lifetime, e.proto, e.direction, e.enabled} {
+		if ro {
+			d.Disable()
+		} else {
+			d.Enable()
+		}
+	}
+	for _, en := range []*widget.Entry{e.name, e.exe, e.host, e.ip, e.port, e.localPort, e.until, e.note} {
+		if ro {
+			en.SetPlaceHolder("")
+		}
+	}
+	if ro {
+		e.save.Hide()
+		e.cancel.SetText("Close")
+	} else {
+		e.save.Show()
+		e.cancel.SetText("Cancel")
+	}
+}
+
+// offerAdmin offers to edit the read-only rule as administrator: the
+// daemon asks polkit when it is saved.
+func (e *editor) offerAdmin() {
+	e.unlock.Show()
+}
+
+func (e *editor) unlockAdmin() {
+	e.admin = true
+	e.readOnly = ""
+	e.unlock.Hide()
+	e.win.SetTitle("Tollgate — Edit rule (administrator)")
+	// The hints were cleared: a rebuilt form has them back.
+	for en, ph := range map[*widget.Entry]string{
+		e.name: "optional", e.exe: "/usr/bin/app (or a glob); empty = any application",
+		e.host: "example.org or *.example.org; empty = any", e.ip: "192.0.2.7, 2001:db8::/32; empty = any",
+		e.port: "443 or 8000-8100; empty = any", e.localPort: "for inbound: 22; empty = any",
+		e.until: "only with lifetime until", e.note: "optional",
+	} {
+		en.SetPlaceHolder(ph)
+	}
+	e.setReadOnly(false)
+	e.lifetimeChanged(e.lifetime.Selected)
+	e.showInfo("Saving asks for an administrator's password.")
+}
+
+func (e *editor) showInfo(text string) {
+	e.info.SetText(text)
+	if text == "" {
+		e.info.Hide()
+	} else {
+		e.info.Show()
+	}
 }
 
 func orDefault(s, def string) string {
@@ -174,6 +260,7 @@ func (e *editor) form() rulemodel.Form {
 		LocalPort: e.localPort.Text,
 		Note:      e.note.Text,
 		Enabled:   e.enabled.Checked,
+		System:    e.owner.Selected == ownerSystem,
 	}
 	if f.Lifetime == string(shared.LifetimeUntil) {
 		f.Until = e.until.Text
@@ -218,7 +305,7 @@ func (e *editor) submit() {
 	w := e.w
 	w.call(func(ctx context.Context) error {
 		if id == "" {
-			newID, err := w.c.AddRule(ctx, r)
+			newID, err := w.c.AddRuleFields(ctx, rulemodel.WritableFields(r))
 			id = newID
 			return err
 		}

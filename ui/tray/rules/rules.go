@@ -34,7 +34,9 @@ import (
 // it.
 type Client interface {
 	ListRules(ctx context.Context) ([]shared.Rule, error)
-	AddRule(ctx context.Context, r shared.Rule) (string, error)
+	// AddRuleFields adds a rule given as shared field names: a system
+	// rule says owner "system" (rulemodel.WritableFields).
+	AddRuleFields(ctx context.Context, f map[string]any) (string, error)
 	UpdateRule(ctx context.Context, id string, r shared.Rule) error
 	DeleteRule(ctx context.Context, id string) error
 	Signals(ctx context.Context) (<-chan dbus.Signal, error)
@@ -57,8 +59,13 @@ type Options struct {
 	RetryDelay time.Duration
 	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
 	// passes its own, so its tests serialize every widget update.
-	UI func(func())
+	UI  func(func())
+	Now func() time.Time // the clock for short times; nil = time.Now
 }
+
+// columnWidths are the widths of the table's columns, in
+// rulemodel.Column order.
+var columnWidths = [rulemodel.NumColumns]float32{36, 226, 150, 196, 96, 56, 64, 116, 80, 50, 96}
 
 // callTimeout bounds every call to the daemon.
 const callTimeout = 30 * time.Second
@@ -98,6 +105,7 @@ type Window struct {
 	toggleBtn  *widget.Button
 	deleteBtn  *widget.Button
 	count      *widget.Label
+	detail     *widget.Label
 	errLabel   *widget.Label
 	confirm    *dialog.ConfirmDialog
 
@@ -130,7 +138,7 @@ func NewWindow(a fyne.App, c Client, o Options) *Window {
 		o.UI = fyne.Do
 	}
 	w := &Window{app: a, c: c, o: o, log: o.Log}
-	w.model = rulemodel.New(rulemodel.Options{UID: o.UID, AppName: w.appName, Location: o.Location})
+	w.model = rulemodel.New(rulemodel.Options{UID: o.UID, AppName: w.appName, Location: o.Location, Now: o.Now})
 	return w
 }
 
@@ -206,7 +214,11 @@ func (w *Window) build() {
 		w.updateCell,
 	)
 	w.table.ShowHeaderRow = true
-	w.table.CreateHeader = func() fyne.CanvasObject { return widget.NewButton("", nil) }
+	w.table.CreateHeader = func() fyne.CanvasObject {
+		b := widget.NewButton("", nil)
+		b.Alignment = widget.ButtonAlignLeading
+		return b
+	}
 	w.table.UpdateHeader = w.updateHeader
 	w.table.OnSelected = func(id widget.TableCellID) {
 		if r, ok := w.model.Row(id.Row); ok {
@@ -214,7 +226,9 @@ func (w *Window) build() {
 		}
 		w.updateButtons()
 	}
-	for c, width := range []float32{40, 180, 160, 200, 90, 60, 70, 130, 80, 70, 140} {
+	// The columns fit the window's width (1200): Hits and Last hit stay
+	// in sight without scrolling sideways.
+	for c, width := range columnWidths {
 		w.table.SetColumnWidth(c, width)
 	}
 
@@ -238,6 +252,8 @@ func (w *Window) build() {
 	w.deleteBtn = widget.NewButton("Delete…", w.deleteSelected)
 	w.deleteBtn.Importance = widget.DangerImportance
 	w.count = widget.NewLabel("")
+	w.detail = widget.NewLabel("")
+	w.detail.Wrapping = fyne.TextWrapWord
 	w.errLabel = widget.NewLabel("")
 	w.errLabel.Importance = widget.DangerImportance
 	w.errLabel.Wrapping = fyne.TextWrapWord
@@ -246,9 +262,14 @@ func (w *Window) build() {
 	filters := container.NewGridWithColumns(4, w.appSel, w.actionSel, w.ownerSel, w.enabledSel)
 	top := container.NewVBox(w.search, filters)
 	buttons := container.NewHBox(w.addBtn, w.editBtn, w.toggleBtn, w.deleteBtn, w.count)
-	bottom := container.NewVBox(w.errLabel, buttons)
+	bottom := container.NewVBox(w.detail, w.errLabel, buttons)
 	w.win.SetContent(container.NewBorder(top, bottom, nil, nil, w.table))
-	w.win.Resize(fyne.NewSize(1100, 520))
+	w.win.Resize(fyne.NewSize(1200, 560))
+	w.win.Canvas().SetOnTypedKey(func(ev *fyne.KeyEvent) {
+		if ev.Name == fyne.KeyEscape {
+			w.Close()
+		}
+	})
 	w.built = true
 	w.refreshTable()
 }
@@ -260,13 +281,14 @@ func (w *Window) updateCell(id widget.TableCellID, o fyne.CanvasObject) {
 		l.SetText("")
 		return
 	}
-	// Rules the user cannot change are greyed.
+	// Disabled rules are greyed.
 	imp := widget.MediumImportance
-	if !r.Editable {
+	if !r.Rule.Enabled {
 		imp = widget.LowImportance
 	}
 	if l.Importance != imp {
 		l.Importance = imp
+		l.Text = "" // SetText refreshes only when the text changes
 	}
 	l.SetText(r.Cell(rulemodel.Column(id.Col)))
 }
@@ -340,13 +362,18 @@ func (w *Window) selectedRow() (rulemodel.Row, bool) {
 func (w *Window) updateButtons() {
 	r, ok := w.selectedRow()
 	setEnabled(w.editBtn, ok)
-	setEnabled(w.toggleBtn, ok && r.Editable)
+	setEnabled(w.toggleBtn, ok && r.Toggleable)
 	setEnabled(w.deleteBtn, ok && r.Editable)
 	switch {
-	case ok && !r.Editable:
+	case ok && !r.Editable && !r.AdminEditable:
 		w.editBtn.SetText("View…")
 	default:
 		w.editBtn.SetText("Edit…")
+	}
+	if ok {
+		w.detail.SetText(rulemodel.Details(r))
+	} else {
+		w.detail.SetText("")
 	}
 	if ok && !r.Rule.Enabled {
 		w.toggleBtn.SetText("Enable")
@@ -373,11 +400,15 @@ func (w *Window) showError(err error) {
 	w.errLabel.Show()
 }
 
+// changeTimeout bounds a change: the daemon may ask polkit, and polkit an
+// administrator for a password.
+const changeTimeout = 2 * time.Minute
+
 // call runs fn (a call to the daemon) off the UI goroutine and then done
 // on it.
 func (w *Window) call(fn func(ctx context.Context) error, done func(error)) {
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), changeTimeout)
 		err := fn(ctx)
 		cancel()
 		w.o.UI(func() {
@@ -526,12 +557,15 @@ func (w *Window) editSelected() {
 	if !ok {
 		return
 	}
-	w.openEditor(r.Rule, r.Rule.ID, r.ReadOnly)
+	e := w.openEditor(r.Rule, r.Rule.ID, r.ReadOnly)
+	if r.AdminEditable {
+		e.offerAdmin()
+	}
 }
 
 func (w *Window) toggleSelected() {
 	r, ok := w.selectedRow()
-	if !ok || !r.Editable {
+	if !ok || !r.Toggleable {
 		return
 	}
 	rule := r.Rule

@@ -51,7 +51,16 @@ func (f *fakeDaemon) ListRules(ctx context.Context) ([]shared.Rule, error) {
 	return slices.Clone(f.rules), nil
 }
 
-func (f *fakeDaemon) AddRule(ctx context.Context, r shared.Rule) (string, error) {
+// AddRuleFields reads the fields as the daemon does: no owner means the
+// caller's (me), "system" a system rule.
+func (f *fakeDaemon) AddRuleFields(ctx context.Context, fields map[string]any) (string, error) {
+	r, err := shared.RuleFromFields(fields)
+	if err != nil {
+		return "", fmt.Errorf("AddRule: %w: %v", dbus.ErrInvalidArgument, err)
+	}
+	if _, ok := fields["owner"]; !ok {
+		r.Owner = me
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.added = append(f.added, r)
@@ -520,15 +529,31 @@ func TestToggleEnabled(t *testing.T) {
 func TestReadOnlyRules(t *testing.T) {
 	f := newFake(testRules()...)
 	w := open(t, f)
-	for _, id := range []string{"r3", "r4"} { // from a rules file; a system rule for a user
+	for _, tc := range []struct {
+		id, edit string
+		unlock   bool
+	}{
+		{"r3", "View…", false}, // from a rules file: nobody changes it here
+		{"r4", "Edit…", true},  // a system rule: an administrator may
+	} {
+		id := tc.id
 		selectRule(t, w, id)
-		if !w.deleteBtn.Disabled() || !w.toggleBtn.Disabled() || w.editBtn.Text != "View…" {
+		if !w.deleteBtn.Disabled() || !w.toggleBtn.Disabled() || w.editBtn.Text != tc.edit {
 			t.Errorf("%s: delete disabled %v, toggle disabled %v, edit %q", id, w.deleteBtn.Disabled(), w.toggleBtn.Disabled(), w.editBtn.Text)
+		}
+		if !strings.Contains(w.detail.Text, "Rule "+id) {
+			t.Errorf("%s: detail line %q", id, w.detail.Text)
 		}
 		test.Tap(w.editBtn)
 		e := w.editor
-		if e.save.Visible() || !e.exe.Disabled() || !e.action.Disabled() || e.msg.Text == "" {
-			t.Errorf("%s: read-only form: save visible %v, exe disabled %v, reason %q", id, e.save.Visible(), e.exe.Disabled(), e.msg.Text)
+		if e.save.Visible() || !e.exe.Disabled() || !e.action.Disabled() || e.info.Text == "" || !e.info.Visible() {
+			t.Errorf("%s: read-only form: save visible %v, exe disabled %v, reason %q", id, e.save.Visible(), e.exe.Disabled(), e.info.Text)
+		}
+		if e.exe.PlaceHolder != "" || e.host.PlaceHolder != "" {
+			t.Errorf("%s: read-only form shows hints (%q, %q) that read like values", id, e.exe.PlaceHolder, e.host.PlaceHolder)
+		}
+		if e.unlock.Visible() != tc.unlock {
+			t.Errorf("%s: edit as administrator offered %v, want %v", id, e.unlock.Visible(), tc.unlock)
 		}
 		test.Tap(e.cancel)
 		if w.editor != nil {
@@ -539,6 +564,82 @@ func TestReadOnlyRules(t *testing.T) {
 	w.deleteSelected()
 	if w.win.Canvas().Overlays().Top() != nil {
 		t.Error("a confirmation for a read-only rule")
+	}
+}
+
+func TestEditSystemRuleAsAdministrator(t *testing.T) {
+	f := newFake(testRules()...)
+	w := open(t, f)
+	selectRule(t, w, "r4")
+	test.Tap(w.editBtn)
+	e := w.editor
+	test.Tap(e.unlock)
+	if !e.save.Visible() || e.exe.Disabled() || e.unlock.Visible() || !strings.Contains(e.info.Text, "administrator") {
+		t.Fatalf("unlocked form: save visible %v, exe disabled %v, info %q", e.save.Visible(), e.exe.Disabled(), e.info.Text)
+	}
+	e.enabled.SetChecked(false)
+	test.Tap(e.save)
+	waitSettled(t, w, 3)
+	_, updated, _, _ := f.snapshot()
+	if len(updated) != 1 || updated[0].Owner != shared.OwnerSystem || updated[0].Enabled || updated[0].Match.Host != "tracker.example" {
+		t.Fatalf("UpdateRule %+v", updated)
+	}
+}
+
+func TestNewSystemRule(t *testing.T) {
+	f := newFake(testRules()...)
+	w := open(t, f)
+	test.Tap(w.addBtn)
+	e := w.editor
+	if e.owner.Selected != ownerUser || e.owner.Disabled() {
+		t.Fatalf("new rule owner %q (disabled %v)", e.owner.Selected, e.owner.Disabled())
+	}
+	e.action.SetSelected("reject")
+	test.Type(e.port, "23")
+	e.owner.SetSelected(ownerSystem)
+	test.Tap(e.save)
+	waitSettled(t, w, 3)
+	test.Tap(w.addBtn)
+	e = w.editor
+	e.action.SetSelected("allow")
+	test.Type(e.port, "22")
+	e.win.Canvas().Focus(e.port)
+	e.port.TypedKey(&fyne.KeyEvent{Name: fyne.KeyReturn}) // Enter saves
+	waitSettled(t, w, 5)
+	added, _, _, _ := f.snapshot()
+	if len(added) != 2 {
+		t.Fatalf("added %+v", added)
+	}
+	if added[0].Owner != shared.OwnerSystem || added[0].Action != shared.ActionReject {
+		t.Errorf("system rule added as %+v", added[0])
+	}
+	if added[1].Owner != me || added[1].Match.Port.Lo != 22 {
+		t.Errorf("own rule added as %+v", added[1])
+	}
+	// Escape closes the form.
+	test.Tap(w.addBtn)
+	w.editor.win.Canvas().OnTypedKey()(&fyne.KeyEvent{Name: fyne.KeyEscape})
+	if w.editor != nil {
+		t.Error("Escape left the form open")
+	}
+}
+
+func TestProcessRuleNotToggled(t *testing.T) {
+	p := shared.Rule{ID: "p1", Action: shared.ActionAllow, Lifetime: shared.LifetimeProcess, Owner: me, Enabled: true, PID: 42,
+		Match: shared.Match{Exe: "/usr/bin/curl"}}
+	f := newFake(append(testRules(), p)...)
+	w := open(t, f)
+	selectRule(t, w, "p1")
+	if !w.toggleBtn.Disabled() || w.deleteBtn.Disabled() || w.editBtn.Disabled() {
+		t.Errorf("process rule: toggle disabled %v, delete disabled %v, edit disabled %v", w.toggleBtn.Disabled(), w.deleteBtn.Disabled(), w.editBtn.Disabled())
+	}
+	test.Tap(w.editBtn)
+	test.Tap(w.editor.save)
+	if !w.editor.msg.Visible() || !strings.Contains(w.editor.msg.Text, "lifetime") {
+		t.Errorf("saving a process rule as it is: message %q", w.editor.msg.Text)
+	}
+	if _, updated, _, _ := f.snapshot(); len(updated) != 0 {
+		t.Errorf("UpdateRule called: %+v", updated)
 	}
 }
 
@@ -596,5 +697,33 @@ func TestWindowRendersTable(t *testing.T) {
 		if !strings.Contains(markup, want) {
 			t.Errorf("rendered window lacks %q", want)
 		}
+	}
+}
+
+func TestCellsGreyOnlyDisabledRules(t *testing.T) {
+	rules := testRules()
+	rules[1].Enabled = false // r2, curl: the user's own, disabled
+	w := open(t, newFake(rules...))
+	imp := map[string]widget.Importance{}
+	for i := range w.model.Len() {
+		r, _ := w.model.Row(i)
+		l := widget.NewLabel("")
+		w.updateCell(widget.TableCellID{Row: i, Col: int(rulemodel.ColName)}, l)
+		imp[r.Rule.ID] = l.Importance
+	}
+	// A system rule is read-only but must stay readable; a disabled rule
+	// is greyed.
+	want := map[string]widget.Importance{"r1": widget.MediumImportance, "r2": widget.LowImportance,
+		"r3": widget.MediumImportance, "r4": widget.MediumImportance}
+	if !reflect.DeepEqual(imp, want) {
+		t.Errorf("importance by rule %v, want %v", imp, want)
+	}
+	// Every column fits the window: nothing needs a sideways scroll.
+	var total float32
+	for _, c := range columnWidths {
+		total += c
+	}
+	if total > w.win.Canvas().Size().Width {
+		t.Errorf("columns are %v wide, the window %v", total, w.win.Canvas().Size().Width)
 	}
 }

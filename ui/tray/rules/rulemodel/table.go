@@ -487,3 +487,51 @@ func ShortTime(tm, now time.Time) string {
 	}
 	return tm.Format("2006-01-02 15:04")
 }
+
+// Details is the selected rule's line under the table: what the columns
+// cut short or leave out (its id, full executable path and name, note,
+// where it comes from, when it was made) and, when the user cannot change
+// it, why.
+func Details(r Row) string {
+	rule := &r.Rule
+	m := &rule.Match
+	parts := []string{"Rule " + rule.ID}
+	if rule.Name != "" && r.Named {
+		parts = append(parts, "“"+rule.Name+"”")
+	}
+	if m.Exe != "" {
+		parts = append(parts, m.Exe)
+	}
+	if r.Remote != "any" {
+		parts = append(parts, r.Remote)
+	}
+	for _, f := range []struct{ label, v string }{
+		{"local port", localPort(m)}, {"cmdline", m.Cmdline}, {"unit", m.Unit}, {"sha256", m.ExeSHA256},
+		{"interface", m.Iface}, {"direction", string(m.Direction)},
+	} {
+		if f.v != "" {
+			parts = append(parts, f.label+" "+f.v)
+		}
+	}
+	if rule.Priority != 0 {
+		parts = append(parts, "priority "+strconv.Itoa(rule.Priority))
+	}
+	if rule.Note != "" {
+		parts = append(parts, "note: "+rule.Note)
+	}
+	if rule.Source != "" && rule.Source != "store" {
+		parts = append(parts, "from "+rule.Source)
+	}
+	s := strings.Join(parts, " · ")
+	if r.ReadOnly != "" {
+		s += "\n" + r.ReadOnly
+	}
+	return s
+}
+
+func localPort(m *shared.Match) string {
+	if m.LocalPort.IsAny() {
+		return ""
+	}
+	return m.LocalPort.String()
+}

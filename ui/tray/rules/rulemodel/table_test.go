@@ -305,3 +305,22 @@ func BenchmarkSetRules(b *testing.B) {
 		tb.SetRules(rules)
 	}
 }
+
+func TestDetails(t *testing.T) {
+	tb := newTable()
+	r3, _ := tb.Find("r3")
+	d := Details(r3)
+	for _, want := range []string{"Rule r3", "/usr/sbin/chronyd", "from rules.d/base.toml", "read-only"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("details of r3 %q lack %q", d, want)
+		}
+	}
+	r5, _ := tb.Find("r5")
+	if d := Details(r5); !strings.Contains(d, "/usr/bin/ssh") || !strings.Contains(d, "direction out") || strings.Contains(d, "“") {
+		t.Errorf("details of unnamed r5: %q", d)
+	}
+	r1, _ := tb.Find("r1")
+	if d := Details(r1); strings.Contains(d, "\n") || !strings.Contains(d, "*.mozilla.org") {
+		t.Errorf("details of an editable rule: %q", d)
+	}
+}
