@@ -11,6 +11,7 @@ package connections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -22,15 +23,19 @@ import (
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/widget"
 
+	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/connections/connmodel"
+	"github.com/tollgate-fw/tollgate/ui/tray/rules/rulemodel"
 )
 
 // Client is what the window needs of the daemon; *dbus.Client satisfies
 // it.
 type Client interface {
 	RecentConnections(ctx context.Context, f shared.LogFilter) ([]shared.LogEntry, error)
+	// ListRules names the rules that decided (the Rule column).
+	ListRules(ctx context.Context) ([]shared.Rule, error)
 }
 
 // AppFinder names applications; *desktop.Index satisfies it.
@@ -51,8 +56,13 @@ type Options struct {
 	Location *time.Location // for times; nil = time.Local
 	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
 	// passes its own, so its tests serialize every widget update.
-	UI func(func())
+	UI  func(func())
+	Now func() time.Time // the clock for short times; nil = time.Now
 }
+
+// columnWidths are the widths of the table's columns, in
+// connmodel.Column order: together they fit the window (1220).
+var columnWidths = [connmodel.NumColumns]float32{84, 150, 230, 280, 50, 40, 110, 150, 90}
 
 // callTimeout bounds every call to the daemon.
 const callTimeout = 30 * time.Second
@@ -86,6 +96,10 @@ type Window struct {
 	stop      context.CancelFunc // ends polling; nil when closed
 	following sync.WaitGroup     // the polling goroutine
 
+	// The polling goroutine's own.
+	listedFor map[string]struct{} // rule ids a listing was made for (found or not)
+	lastErr   string              // the last poll's trouble, logged once
+
 	mu     sync.Mutex
 	since  time.Time // Since of the next poll: the newest connection seen
 	polled int       // polls whose result reached the UI: tests wait on it
@@ -107,7 +121,8 @@ func NewWindow(a fyne.App, c Client, o Options) *Window {
 		o.UI = fyne.Do
 	}
 	w := &Window{app: a, c: c, o: o, log: o.Log}
-	w.model = connmodel.New(connmodel.Options{Max: o.MaxRows, AppName: w.appName, Location: o.Location})
+	w.model = connmodel.New(connmodel.Options{Max: o.MaxRows, AppName: w.appName, Location: o.Location, Now: o.Now})
+	w.listedFor = map[string]struct{}{}
 	return w
 }
 
@@ -177,7 +192,7 @@ func (w *Window) build() {
 		}
 		w.showSelection()
 	}
-	for c, width := range []float32{150, 140, 200, 260, 50, 40, 110, 90, 110} {
+	for c, width := range columnWidths {
 		w.table.SetColumnWidth(c, width)
 	}
 
@@ -197,7 +212,12 @@ func (w *Window) build() {
 	top := container.NewGridWithColumns(2, w.appSel, w.verdictSel)
 	bottom := container.NewVBox(w.detail, container.NewBorder(nil, nil, nil, w.makeBtn, w.status))
 	w.win.SetContent(container.NewBorder(top, bottom, nil, nil, w.table))
-	w.win.Resize(fyne.NewSize(1200, 560))
+	w.win.Resize(fyne.NewSize(1220, 600))
+	w.win.Canvas().SetOnTypedKey(func(ev *fyne.KeyEvent) {
+		if ev.Name == fyne.KeyEscape {
+			w.Close()
+		}
+	})
 	w.built = true
 	w.refreshTable()
 }
@@ -332,9 +352,15 @@ func (w *Window) fetch(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	var names map[string]string
 	if err != nil {
-		w.log.Warn("connections window: read the connection log", "err", err)
+		if msg := err.Error(); msg != w.lastErr {
+			w.log.Warn("connections window: read the connection log", "err", err)
+			w.lastErr = msg
+		}
 	} else {
+		w.lastErr = ""
+		names = w.namesFor(ctx, entries)
 		newest := since
 		for _, e := range entries {
 			if t := e.Connection.Time; t.After(newest) {
@@ -346,6 +372,10 @@ func (w *Window) fetch(ctx context.Context) {
 		w.mu.Unlock()
 	}
 	w.o.UI(func() {
+		if names != nil && w.model.SetRuleNames(names) {
+			w.table.Refresh()
+			w.showSelection()
+		}
 		w.apply(entries, err)
 		w.mu.Lock()
 		w.polled++
@@ -353,9 +383,57 @@ func (w *Window) fetch(ctx context.Context) {
 	})
 }
 
+// namesFor lists the rules again when entries name a rule not listed for
+// yet, and returns the names (nil when nothing new was listed). Polling
+// goroutine only.
+func (w *Window) namesFor(ctx context.Context, entries []shared.LogEntry) map[string]string {
+	var fresh []string
+	for _, e := range entries {
+		id := e.Verdict.RuleID
+		if _, ok := w.listedFor[id]; id != "" && !ok {
+			fresh = append(fresh, id)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	rules, err := w.c.ListRules(cctx)
+	cancel()
+	if err != nil {
+		w.log.Warn("connections window: list rules for their names", "err", err)
+		return nil
+	}
+	names := make(map[string]string, len(rules))
+	for _, r := range rules {
+		n := r.Name
+		if n == "" {
+			m := &r.Match
+			n = rulemodel.Summary(rulemodel.AppLabel(m.Exe, w.appName), rulemodel.Remote(m), m.Port.String(), orAny(string(m.Proto)))
+		}
+		names[r.ID] = n
+	}
+	// Ids a listing was made for are not listed for again (a deleted
+	// rule, another user's).
+	for _, id := range fresh {
+		w.listedFor[id] = struct{}{}
+	}
+	for id := range names {
+		w.listedFor[id] = struct{}{}
+	}
+	return names
+}
+
+func orAny(proto string) string {
+	if proto == "" {
+		return string(shared.ProtoAny)
+	}
+	return proto
+}
+
 func (w *Window) apply(entries []shared.LogEntry, err error) {
 	if err != nil {
-		w.status.SetText(fmt.Sprintf("read the connection log: %v", err))
+		w.status.SetText(troubleText(err))
 		return
 	}
 	if w.model.Add(entries) > 0 {
@@ -365,4 +443,18 @@ func (w *Window) apply(entries []shared.LogEntry, err error) {
 		w.refreshTable()
 	}
 	w.status.SetText(fmt.Sprintf("%d of %d connections", w.model.Len(), w.model.Total()))
+}
+
+// troubleText words a failed read of the log for the status line: the
+// rows already shown stay.
+func troubleText(err error) string {
+	var de *dbus.Error
+	switch {
+	case errors.As(err, &de) && (de.Name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+		de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner"):
+		return "tollgated is not running: showing the connections read before"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "tollgated does not answer: showing the connections read before"
+	}
+	return fmt.Sprintf("Could not read the connection log (%v): showing the connections read before", err)
 }

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"fyne.io/fyne/v2/test"
+	"fyne.io/fyne/v2/theme"
 	"fyne.io/fyne/v2/widget"
 
+	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/connections/connmodel"
@@ -29,6 +31,15 @@ type fakeLog struct {
 	entries []shared.LogEntry // oldest first
 	asked   []shared.LogFilter
 	err     error
+	rules   []shared.Rule
+	lists   int
+}
+
+func (f *fakeLog) ListRules(ctx context.Context) ([]shared.Rule, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	return slices.Clone(f.rules), nil
 }
 
 func (f *fakeLog) RecentConnections(ctx context.Context, lf shared.LogFilter) ([]shared.LogEntry, error) {
@@ -282,9 +293,68 @@ func TestWindowRendersTable(t *testing.T) {
 	f.add(e)
 	w := open(t, f, Options{MakeRule: func(shared.Rule) {}})
 	markup := test.RenderToMarkup(w.win.Canvas())
-	for _, want := range []string{"Verdict", "192.0.2.7:443", "unasked", "Make rule…", "1 of 1 connections"} {
+	for _, want := range []string{"Verdict", "192.0.2.7:443", "not asked", "Prompt", "Make rule…", "1 of 1 connections"} {
 		if !strings.Contains(markup, want) {
 			t.Errorf("rendered window lacks %q", want)
 		}
+	}
+}
+
+func TestRuleColumnNamesRules(t *testing.T) {
+	f := &fakeLog{rules: []shared.Rule{
+		{ID: "r1", Name: "curl to the API", Action: shared.ActionAllow},
+		{ID: "r2", Action: shared.ActionDeny, Match: shared.Match{Exe: "/usr/bin/wget", Port: shared.PortRange{Lo: 80, Hi: 80}}},
+	}}
+	f.add(entry(1, 1, "/usr/bin/curl", shared.ActionAllow))
+	w := open(t, f, Options{})
+	rule := func(id uint64) string {
+		r, _ := w.model.Row(w.model.Index(connmodel.Key{ID: id}))
+		return r.Rule
+	}
+	if got := rule(1); got != "curl to the API" {
+		t.Errorf("Rule column %q, want the rule's name", got)
+	}
+	e := entry(2, 2, "/usr/bin/wget", shared.ActionDeny)
+	e.Verdict.RuleID = "r2"
+	gone := entry(3, 3, "/usr/bin/wget", shared.ActionDeny)
+	gone.Verdict.RuleID = "r-deleted"
+	f.add(e, gone)
+	w.fetch(context.Background())
+	if got := rule(2); got != "wget → any, port 80" {
+		t.Errorf("unnamed rule shown as %q", got)
+	}
+	if got := rule(3); got != "r-deleted" {
+		t.Errorf("a rule no longer listed shown as %q, want its id", got)
+	}
+	// Rules are listed only for ids not listed for before.
+	f.mu.Lock()
+	lists := f.lists
+	f.mu.Unlock()
+	f.add(entry(4, 4, "/usr/bin/curl", shared.ActionAllow))
+	w.fetch(context.Background())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lists != lists {
+		t.Errorf("rules listed again for known ids (%d -> %d)", lists, f.lists)
+	}
+}
+
+func TestDaemonGoneWorded(t *testing.T) {
+	f := &fakeLog{err: fmt.Errorf("RecentConnections: %w", &dbus.Error{Name: "org.freedesktop.DBus.Error.ServiceUnknown", Message: "The name org.tollgate.Firewall1 was not provided by any .service files"})}
+	w := open(t, f, Options{})
+	if !strings.Contains(w.status.Text, "tollgated is not running") || strings.Contains(w.status.Text, ".service") {
+		t.Errorf("status %q", w.status.Text)
+	}
+}
+
+func TestColumnsFitWindow(t *testing.T) {
+	w := open(t, &fakeLog{}, Options{})
+	var total float32
+	for _, c := range columnWidths {
+		total += c
+	}
+	// Fyne's table keeps a little room for its scroll bar and padding.
+	if room := w.win.Canvas().Size().Width - 2*theme.Padding(); total > room {
+		t.Errorf("columns are %v wide, the window has %v", total, room)
 	}
 }

@@ -37,7 +37,7 @@ const (
 	NumColumns
 )
 
-var columnTitles = [NumColumns]string{"Time", "App", "Executable", "Remote", "Proto", "Dir", "Verdict", "Rule", "Asked"}
+var columnTitles = [NumColumns]string{"Time", "App", "Executable", "Remote", "Proto", "Dir", "Verdict", "Rule", "Prompt"}
 
 // Title is the column's header text.
 func (c Column) Title() string {
@@ -47,32 +47,44 @@ func (c Column) Title() string {
 	return columnTitles[c]
 }
 
-// Markers of how a connection was decided (the Asked column).
+// Markers of how a connection was decided (the Prompt column).
 const (
-	MarkAsked   = "asked"   // held while an agent was asked (answered, or the prompt timed out)
-	MarkUnasked = "unasked" // the default applied because nobody could be asked
-	MarkMonitor = "monitor" // monitor mode: the verdict is what would have happened; it was allowed
+	MarkAnswered = "answered"  // an agent's (or admin's) answer decided it
+	MarkNoAnswer = "no answer" // held while an agent was asked; the prompt timed out and the default applied
+	MarkUnasked  = "not asked" // the default applied because nobody could be asked
+	MarkMonitor  = "monitor"   // monitor mode: the verdict is what would have happened; it was allowed
 )
 
 // answeredPrefix starts the reason the daemon gives to connections decided
 // by an answer (daemon/service: "answered by uid N: ...").
 const answeredPrefix = "answered by "
 
-// Markers says how v came about: MarkUnasked, or MarkAsked when a prompt
-// was involved (an answer, or the prompt's timeout: the default without a
-// rule that is not unasked), plus MarkMonitor in monitor mode.
+// Markers says how v came about: MarkUnasked; MarkAnswered when an
+// answer decided it; MarkNoAnswer when the default applied after a prompt
+// (the default without a rule that is not unasked); plus MarkMonitor in
+// monitor mode. Nothing for a rule's verdict.
+//
+// Whether an answer decided is read from the reason's wording: the
+// verdict has no field for it (shared.Verdict would need one).
 func Markers(v shared.Verdict) []string {
 	var m []string
 	switch {
 	case v.Unasked:
 		m = append(m, MarkUnasked)
-	case v.RuleID == "" || strings.HasPrefix(v.Reason, answeredPrefix):
-		m = append(m, MarkAsked)
+	case Answered(v):
+		m = append(m, MarkAnswered)
+	case v.RuleID == "":
+		m = append(m, MarkNoAnswer)
 	}
 	if v.Monitor {
 		m = append(m, MarkMonitor)
 	}
 	return m
+}
+
+// Answered says an answer to a prompt decided v.
+func Answered(v shared.Verdict) bool {
+	return !v.Unasked && strings.HasPrefix(v.Reason, answeredPrefix)
 }
 
 // AppNamer names the application of an executable path and app id
@@ -143,7 +155,8 @@ type Filter struct {
 type Options struct {
 	Max      int // rows kept, newest; 0 = DefaultMax
 	AppName  AppNamer
-	Location *time.Location // nil = time.Local
+	Location *time.Location   // nil = time.Local
+	Now      func() time.Time // for short times ("10:50:02" today); nil = time.Now
 }
 
 // DefaultMax is how many connections a Log keeps by default.
@@ -155,6 +168,8 @@ type Log struct {
 	max    int
 	names  AppNamer
 	loc    *time.Location
+	now    func() time.Time
+	rules  map[string]string // rule names by id
 	rows   []Row // newest first
 	keys   map[Key]struct{}
 	filter Filter
@@ -169,7 +184,10 @@ func New(o Options) *Log {
 	if o.Location == nil {
 		o.Location = time.Local
 	}
-	return &Log{max: o.Max, names: o.AppName, loc: o.Location, keys: map[Key]struct{}{}}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Log{max: o.Max, names: o.AppName, loc: o.Location, now: o.Now, keys: map[Key]struct{}{}}
 }
 
 // Add merges entries (in any order) into the log: connections seen before
@@ -177,13 +195,14 @@ func New(o Options) *Log {
 // many were new.
 func (l *Log) Add(entries []shared.LogEntry) int {
 	n := 0
+	now := l.now()
 	for _, e := range entries {
 		k := KeyOf(e)
 		if _, ok := l.keys[k]; ok {
 			continue
 		}
 		l.keys[k] = struct{}{}
-		l.rows = append(l.rows, l.row(e))
+		l.rows = append(l.rows, l.row(e, now))
 		n++
 	}
 	if n == 0 {
@@ -268,14 +287,14 @@ func (l *Log) refresh() {
 	}
 }
 
-func (l *Log) row(e shared.LogEntry) Row {
+func (l *Log) row(e shared.LogEntry, now time.Time) Row {
 	c := &e.Connection
 	v := &e.Verdict
 	r := Row{
 		Entry:     e,
-		Time:      l.timeString(c.Time),
+		Time:      l.timeString(c.Time, now),
 		App:       AppLabel(*c, l.names),
-		Exe:       c.Exe,
+		Exe:       ShortPath(c.Exe, maxExeRunes),
 		Remote:    Remote(*c),
 		Proto:     string(c.Proto),
 		Direction: string(c.Direction),
@@ -284,22 +303,96 @@ func (l *Log) row(e shared.LogEntry) Row {
 		Markers:   strings.Join(Markers(*v), ", "),
 	}
 	if r.Exe == "" && c.ExeClaimed != "" {
-		r.Exe = c.ExeClaimed + " (unverified)"
+		r.Exe = ShortPath(c.ExeClaimed, maxExeRunes) + " (unverified)"
 	}
-	if r.Rule == "" {
-		r.Rule = "default"
-	}
+	r.Rule = l.ruleText(*v)
 	if v.Monitor {
 		r.Verdict += " (allowed)"
 	}
 	return r
 }
 
-func (l *Log) timeString(t time.Time) string {
+// ruleText is the Rule column: the deciding rule's name (its id while
+// the name is not known), "answer" for an answer that made no rule (once),
+// else "default".
+func (l *Log) ruleText(v shared.Verdict) string {
+	switch {
+	case v.RuleID != "":
+		if n := l.rules[v.RuleID]; n != "" {
+			return n
+		}
+		return v.RuleID
+	case Answered(v):
+		return "answer (once)"
+	}
+	return "default"
+}
+
+// SetRuleNames names the rules the Rule column shows (by id). It reports
+// whether a row changed.
+func (l *Log) SetRuleNames(names map[string]string) bool {
+	l.rules = names
+	changed := false
+	for i := range l.rows {
+		r := &l.rows[i]
+		if t := l.ruleText(r.Entry.Verdict); t != r.Rule {
+			r.Rule, changed = t, true
+		}
+	}
+	return changed
+}
+
+// UnnamedRules reports whether a kept row names a rule SetRuleNames did
+// not name (the window then lists the rules again).
+func (l *Log) UnnamedRules() bool {
+	for i := range l.rows {
+		if id := l.rows[i].Entry.Verdict.RuleID; id != "" {
+			if _, ok := l.rules[id]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maxExeRunes is how long the Executable column's text may be: longer
+// paths lose their middle (the file name is what tells them apart).
+const maxExeRunes = 28
+
+// ShortPath shortens p to at most n runes by cutting out the middle of its
+// directory: "/tmp/tollgate-bus-4255/probe" -> "/tmp/tollg…/probe". The
+// file name is kept whole.
+func ShortPath(p string, n int) string {
+	if utf8.RuneCountInString(p) <= n {
+		return p
+	}
+	dir, file := path.Split(p)
+	keep := n - utf8.RuneCountInString(file) - 1 // 1 for "…"
+	if keep < 2 {
+		return "…/" + file
+	}
+	d := []rune(dir)
+	head := keep / 2
+	tail := keep - head
+	return string(d[:head]) + "…" + string(d[len(d)-tail:]) + file
+}
+
+// timeString is the Time column: "10:50:02" for today (now's day where
+// the time is shown), "21 Nov 10:50" this year, "2025-01-02 10:50" else.
+func (l *Log) timeString(t, now time.Time) string {
 	if t.IsZero() {
 		return "?"
 	}
-	return t.In(l.loc).Format("2006-01-02 15:04:05")
+	t, now = t.In(l.loc), now.In(l.loc)
+	y, m, d := t.Date()
+	ny, nm, nd := now.Date()
+	switch {
+	case y == ny && m == nm && d == nd:
+		return t.Format("15:04:05")
+	case y == ny:
+		return t.Format("2 Jan 15:04")
+	}
+	return t.Format("2006-01-02 15:04")
 }
 
 // AppLabel names a connection's application: its desktop name when names

@@ -2,6 +2,7 @@ package connmodel
 
 import (
 	"net/netip"
+	"path"
 	"reflect"
 	"slices"
 	"strings"
@@ -91,7 +92,7 @@ func TestAddMergesDeduplicatesAndBounds(t *testing.T) {
 }
 
 func TestFilter(t *testing.T) {
-	l := New(Options{AppName: names, Location: time.UTC})
+	l := New(Options{AppName: names, Location: time.UTC, Now: func() time.Time { return time.Date(2026, 3, 1, 18, 0, 0, 0, time.UTC) }})
 	l.Add([]shared.LogEntry{
 		entry(1, 1, "/usr/lib/firefox/firefox", shared.ActionAllow, nil),
 		entry(2, 2, "/usr/bin/curl", shared.ActionDeny, nil),
@@ -132,7 +133,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestRowCells(t *testing.T) {
-	l := New(Options{AppName: names, Location: time.UTC})
+	l := New(Options{AppName: names, Location: time.UTC, Now: func() time.Time { return time.Date(2026, 3, 1, 18, 0, 0, 0, time.UTC) }})
 	l.Add([]shared.LogEntry{
 		entry(1, 1, "/usr/lib/firefox/firefox", shared.ActionAllow, func(e *shared.LogEntry) {
 			e.Connection.Hosts, e.Connection.HostSource = []string{"www.mozilla.org"}, shared.HostFromProcess
@@ -149,12 +150,12 @@ func TestRowCells(t *testing.T) {
 		}),
 	})
 	want := map[uint64]Row{
-		1: {Time: "2026-03-01 12:00:01", App: "Firefox", Exe: "/usr/lib/firefox/firefox", Remote: "www.mozilla.org:443 (192.0.2.7)",
+		1: {Time: "12:00:01", App: "Firefox", Exe: "/usr/lib/firefox/firefox", Remote: "www.mozilla.org:443 (192.0.2.7)",
 			Proto: "tcp", Direction: "out", Verdict: "allow", Rule: "r1"},
-		2: {Time: "2026-03-01 12:00:02", App: "x?", Exe: "/tmp/x (unverified)", Remote: "[2001:db8::1]:443",
-			Proto: "udp", Direction: "out", Verdict: "deny", Rule: "default", Markers: "unasked"},
-		3: {Time: "2026-03-01 12:00:03", App: "curl", Exe: "/usr/bin/curl", Remote: "evil.example:443 (192.0.2.7) [name not trusted]",
-			Proto: "tcp", Direction: "out", Verdict: "deny (allowed)", Rule: "default", Markers: "unasked, monitor"},
+		2: {Time: "12:00:02", App: "x?", Exe: "/tmp/x (unverified)", Remote: "[2001:db8::1]:443",
+			Proto: "udp", Direction: "out", Verdict: "deny", Rule: "default", Markers: "not asked"},
+		3: {Time: "12:00:03", App: "curl", Exe: "/usr/bin/curl", Remote: "evil.example:443 (192.0.2.7) [name not trusted]",
+			Proto: "tcp", Direction: "out", Verdict: "deny (allowed)", Rule: "default", Markers: "not asked, monitor"},
 	}
 	for i := range l.Len() {
 		got, _ := l.Row(i)
@@ -174,9 +175,9 @@ func TestMarkers(t *testing.T) {
 	}{
 		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r1", Reason: "rule r1 matched"}, nil},
 		{shared.Verdict{Action: shared.ActionDeny, Unasked: true}, []string{MarkUnasked}},
-		{shared.Verdict{Action: shared.ActionAllow, Reason: "answered by uid 1000: allow once"}, []string{MarkAsked}},
-		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r7", Reason: "answered by uid 1000: allow forever, scope exe-host-port (rule r7)"}, []string{MarkAsked}},
-		{shared.Verdict{Action: shared.ActionDeny, Reason: "nobody answered within 30s: default action deny"}, []string{MarkAsked}},
+		{shared.Verdict{Action: shared.ActionAllow, Reason: "answered by uid 1000: allow once"}, []string{MarkAnswered}},
+		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r7", Reason: "answered by uid 1000: allow forever, scope exe-host-port (rule r7)"}, []string{MarkAnswered}},
+		{shared.Verdict{Action: shared.ActionDeny, Reason: "nobody answered within 30s: default action deny"}, []string{MarkNoAnswer}},
 		{shared.Verdict{Action: shared.ActionDeny, RuleID: "r2", Monitor: true}, []string{MarkMonitor}},
 		{shared.Verdict{Action: shared.ActionDeny, Unasked: true, Monitor: true}, []string{MarkUnasked, MarkMonitor}},
 	}
@@ -293,6 +294,78 @@ func BenchmarkAdd(b *testing.B) {
 				batch[i].Connection.Time = t0.Add(time.Duration(p*50+i) * time.Millisecond)
 			}
 			l.Add(batch)
+		}
+	}
+}
+
+func TestRuleNames(t *testing.T) {
+	l := New(Options{Location: time.UTC})
+	l.Add([]shared.LogEntry{
+		entry(1, 1, "/usr/bin/a", shared.ActionAllow, nil), // rule r1
+		entry(2, 2, "/usr/bin/b", shared.ActionAllow, func(e *shared.LogEntry) {
+			e.Verdict = shared.Verdict{Action: shared.ActionAllow, Reason: "answered by uid 1000: allow once"}
+		}),
+		entry(3, 3, "/usr/bin/c", shared.ActionDeny, func(e *shared.LogEntry) {
+			e.Verdict = shared.Verdict{Action: shared.ActionDeny, Reason: "nobody answered within 30s: default action deny"}
+		}),
+	})
+	rule := func(id uint64) string {
+		r, _ := l.Row(l.Index(Key{ID: id}))
+		return r.Rule
+	}
+	if rule(1) != "r1" || rule(2) != "answer (once)" || rule(3) != "default" || !l.UnnamedRules() {
+		t.Fatalf("before names: %q %q %q, unnamed %v", rule(1), rule(2), rule(3), l.UnnamedRules())
+	}
+	if !l.SetRuleNames(map[string]string{"r1": "Firefox to Mozilla"}) || rule(1) != "Firefox to Mozilla" || l.UnnamedRules() {
+		t.Errorf("after names: %q, unnamed %v", rule(1), l.UnnamedRules())
+	}
+	if l.SetRuleNames(map[string]string{"r1": "Firefox to Mozilla"}) {
+		t.Error("the same names changed a row")
+	}
+	l.Add([]shared.LogEntry{entry(4, 4, "/usr/bin/d", shared.ActionAllow, func(e *shared.LogEntry) { e.Verdict.RuleID = "r9" })})
+	if !l.UnnamedRules() || rule(4) != "r9" {
+		t.Errorf("a new rule id: unnamed %v, shown %q", l.UnnamedRules(), rule(4))
+	}
+}
+
+func TestShortPath(t *testing.T) {
+	tests := []struct {
+		p    string
+		n    int
+		want string
+	}{
+		{"/usr/bin/curl", 34, "/usr/bin/curl"},
+		{"/tmp/tollgate-bus-4255272505/probe", 20, "/tmp/to…272505/probe"},
+		{"/opt/Some Vendor/very/long/path/bin/updater-helper-service", 34, "/opt/…h/bin/updater-helper-service"},
+		{"/a/very-long-file-name-indeed-and-longer", 10, "…/very-long-file-name-indeed-and-longer"},
+		{"/ä/ö/ü/ß/é/è/à/file", 12, "/ä/…è/à/file"},
+	}
+	for _, tc := range tests {
+		got := ShortPath(tc.p, tc.n)
+		if got != tc.want {
+			t.Errorf("ShortPath(%q, %d) = %q, want %q", tc.p, tc.n, got, tc.want)
+		}
+		if !strings.HasSuffix(got, path.Base(tc.p)) {
+			t.Errorf("ShortPath(%q) lost the file name: %q", tc.p, got)
+		}
+	}
+}
+
+func TestTimeColumn(t *testing.T) {
+	now := time.Date(2026, 3, 1, 18, 0, 0, 0, time.UTC)
+	l := New(Options{Location: time.UTC, Now: func() time.Time { return now }})
+	for i, tc := range []struct {
+		t    time.Time
+		want string
+	}{
+		{time.Date(2026, 3, 1, 9, 5, 7, 0, time.UTC), "09:05:07"},
+		{time.Date(2026, 2, 27, 9, 5, 7, 0, time.UTC), "27 Feb 09:05"},
+		{time.Date(2025, 2, 27, 9, 5, 7, 0, time.UTC), "2025-02-27 09:05"},
+	} {
+		e := entry(uint64(i+1), i, "/usr/bin/a", shared.ActionAllow, func(e *shared.LogEntry) { e.Connection.Time = tc.t })
+		l.Add([]shared.LogEntry{e})
+		if r, _ := l.Row(l.Index(KeyOf(e))); r.Time != tc.want {
+			t.Errorf("time %v shown %q, want %q", tc.t, r.Time, tc.want)
 		}
 	}
 }
