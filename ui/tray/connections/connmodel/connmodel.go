@@ -170,7 +170,7 @@ type Log struct {
 	loc    *time.Location
 	now    func() time.Time
 	rules  map[string]string // rule names by id
-	rows   []Row // newest first
+	rows   []Row             // newest first
 	keys   map[Key]struct{}
 	filter Filter
 	view   []int
