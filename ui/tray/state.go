@@ -73,23 +73,33 @@ func (s State) StatusLine() string {
 }
 
 // Tooltip is a longer description: the status line plus what the mode
-// means or why the daemon cannot be reached.
+// means or why the daemon cannot be reached (Explanation).
 func (s State) Tooltip() string {
+	if e := s.Explanation(); e != "" {
+		return s.StatusLine() + ": " + e
+	}
+	return s.StatusLine()
+}
+
+// Explanation is what the status line means: the second line of the
+// status window, the tooltip's tail.
+func (s State) Explanation() string {
 	if !s.Reachable {
+		why := ""
 		if s.Problem != "" {
-			return s.StatusLine() + " (" + s.Problem + "): connections nobody can be asked about get the default action"
+			why = s.Problem + "; "
 		}
-		return s.StatusLine() + ": connections nobody can be asked about get the default action"
+		return why + "new connections cannot be asked about until it is back"
 	}
 	switch s.Status.Mode {
 	case ModeEnforcing:
-		return s.StatusLine() + ": rules decide, new connections are asked about"
+		return "rules decide, new connections are asked about"
 	case ModeMonitor:
-		return s.StatusLine() + ": nothing is blocked, verdicts are only logged"
+		return "nothing is blocked, verdicts are only logged"
 	case ModeDisabled:
-		return s.StatusLine() + ": the firewall lets everything through"
+		return "the firewall lets everything through"
 	}
-	return s.StatusLine()
+	return ""
 }
 
 func modeText(mode string) string {

@@ -1,6 +1,7 @@
 package tray
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tollgate-fw/tollgate/shared"
@@ -69,7 +70,17 @@ func TestStateIconAndText(t *testing.T) {
 
 func TestStateTooltipSaysWhy(t *testing.T) {
 	s := State{Problem: "tollgated is not running"}
-	if got := s.Tooltip(); got != "Tollgate: daemon unreachable (tollgated is not running): connections nobody can be asked about get the default action" {
+	if got := s.Tooltip(); got != "Tollgate: daemon unreachable: tollgated is not running; new connections cannot be asked about until it is back" {
 		t.Errorf("Tooltip = %q", got)
+	}
+}
+
+func TestExplanationDoesNotRepeatStatusLine(t *testing.T) {
+	for _, s := range []State{{}, {Problem: "no connection to the system bus"},
+		{Reachable: true, Status: shared.Status{Mode: ModeMonitor}}, {Reachable: true, Waiting: 2, Status: shared.Status{Mode: ModeEnforcing}}} {
+		e := s.Explanation()
+		if e == "" || strings.Contains(e, "Tollgate:") || s.Tooltip() != s.StatusLine()+": "+e {
+			t.Errorf("%+v: explanation %q, tooltip %q", s, e, s.Tooltip())
+		}
 	}
 }

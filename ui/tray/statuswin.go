@@ -71,7 +71,7 @@ func (sw *statusWindow) update(s State, icon fyne.Resource) {
 		sw.icon.Refresh()
 	}
 	sw.line.SetText(s.StatusLine())
-	sw.tip.SetText(s.Tooltip())
+	sw.tip.SetText(s.Explanation()) // the status line is above it
 	sw.pending.SetText(s.PendingLabel())
 	if s.PendingEnabled() {
 		sw.pending.Enable()

@@ -183,8 +183,9 @@ func (p *Prompt) build() {
 	choices := container.New(layout.NewFormLayout(),
 		widget.NewLabel("Lifetime"), p.lifetime,
 		widget.NewLabel("Scope"), p.scope)
+	// Readable, not greyed: the keys are half of how a prompt is
+	// answered.
 	keys := widget.NewLabel("A allow · D deny · Enter confirms · Esc deny once")
-	keys.Importance = widget.LowImportance
 	bottom := container.NewVBox(
 		widget.NewSeparator(),
 		choices,
