@@ -245,7 +245,7 @@ func TestMakeRuleFromSelectedRow(t *testing.T) {
 		}
 	}
 	test.Tap(w.makeBtn)
-	want := shared.Rule{Name: "cURL → example.org port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+	want := shared.Rule{Name: "cURL to example.org port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 		Match: shared.Match{Exe: "/usr/bin/curl", Host: "example.org", Port: shared.PortRange{Lo: 443, Hi: 443},
 			Proto: shared.ProtoTCP, Direction: shared.DirectionOut}}
 	if len(made) != 1 || !reflect.DeepEqual(made[0], want) {
@@ -320,7 +320,7 @@ func TestRuleColumnNamesRules(t *testing.T) {
 	gone.Verdict.RuleID = "r-deleted"
 	f.add(e, gone)
 	w.fetch(context.Background())
-	if got := rule(2); got != "wget → any, port 80" {
+	if got := rule(2); got != "wget to any, port 80" {
 		t.Errorf("unnamed rule shown as %q", got)
 	}
 	if got := rule(3); got != "r-deleted" {

@@ -482,11 +482,11 @@ func RuleFor(e shared.LogEntry, names AppNamer) shared.Rule {
 	}
 	switch {
 	case c.Direction == shared.DirectionIn && !m.LocalPort.IsAny():
-		r.Name = app + " ← " + orAny(target) + " on port " + m.LocalPort.String()
+		r.Name = app + " from " + orAny(target) + " on port " + m.LocalPort.String()
 	case !m.Port.IsAny():
-		r.Name = app + " → " + orAny(target) + " port " + m.Port.String()
+		r.Name = app + " to " + orAny(target) + " port " + m.Port.String()
 	default:
-		r.Name = app + " → " + orAny(target)
+		r.Name = app + " to " + orAny(target)
 	}
 	r.Name = truncate(r.Name, shared.MaxNameLen)
 	return r

@@ -199,7 +199,7 @@ func TestRuleFor(t *testing.T) {
 			e: entry(1, 1, "/usr/lib/firefox/firefox", shared.ActionDeny, func(e *shared.LogEntry) {
 				e.Connection.Hosts, e.Connection.HostSource = []string{"www.mozilla.org", "mozilla.org"}, shared.HostFromProcess
 			}),
-			want: shared.Rule{Name: "Firefox → www.mozilla.org port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			want: shared.Rule{Name: "Firefox to www.mozilla.org port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 				Match: shared.Match{Exe: "/usr/lib/firefox/firefox", Direction: shared.DirectionOut, Proto: shared.ProtoTCP,
 					Host: "www.mozilla.org", Port: shared.PortRange{Lo: 443, Hi: 443}}},
 		},
@@ -208,7 +208,7 @@ func TestRuleFor(t *testing.T) {
 			e: entry(2, 1, "/usr/bin/curl", shared.ActionDeny, func(e *shared.LogEntry) {
 				e.Connection.Hosts, e.Connection.HostSource = []string{"example.org"}, shared.HostFromUser
 			}),
-			want: shared.Rule{Name: "curl → 192.0.2.7 port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			want: shared.Rule{Name: "curl to 192.0.2.7 port 443", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 				Match: shared.Match{Exe: "/usr/bin/curl", Direction: shared.DirectionOut, Proto: shared.ProtoTCP,
 					IP: netip.MustParsePrefix("192.0.2.7/32"), Port: shared.PortRange{Lo: 443, Hi: 443}}},
 		},
@@ -219,7 +219,7 @@ func TestRuleFor(t *testing.T) {
 				e.Connection.Proto = shared.ProtoUDP
 				e.Connection.RemotePort = 53
 			}),
-			want: shared.Rule{Name: "curl → 192.0.2.9 port 53", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			want: shared.Rule{Name: "curl to 192.0.2.9 port 53", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 				Match: shared.Match{Exe: "/usr/bin/curl", Direction: shared.DirectionOut, Proto: shared.ProtoUDP,
 					IP: netip.MustParsePrefix("192.0.2.9/32"), Port: shared.PortRange{Lo: 53, Hi: 53}}},
 		},
@@ -231,7 +231,7 @@ func TestRuleFor(t *testing.T) {
 				e.Connection.RemotePort = 51515
 				e.Connection.LocalPort = 22
 			}),
-			want: shared.Rule{Name: "sshd ← fe80::1 on port 22", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			want: shared.Rule{Name: "sshd from fe80::1 on port 22", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 				Match: shared.Match{Exe: "/usr/sbin/sshd", Direction: shared.DirectionIn, Proto: shared.ProtoTCP,
 					IP: netip.MustParsePrefix("fe80::1/128"), LocalPort: shared.PortRange{Lo: 22, Hi: 22}}},
 		},
@@ -242,7 +242,7 @@ func TestRuleFor(t *testing.T) {
 				e.Connection.Proto = shared.ProtoICMP
 				e.Connection.RemotePort = 0
 			}),
-			want: shared.Rule{Name: "any app → 192.0.2.7", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			want: shared.Rule{Name: "any app to 192.0.2.7", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
 				Match: shared.Match{Direction: shared.DirectionOut, Proto: shared.ProtoICMP, IP: netip.MustParsePrefix("192.0.2.7/32")}},
 		},
 	}

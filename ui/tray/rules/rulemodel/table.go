@@ -380,9 +380,13 @@ func (t *Table) row(r shared.Rule) Row {
 }
 
 // Summary names an unnamed rule by what it matches, as the table shows
-// it: "ssh → any, port 22/tcp".
+// it: "ssh to any, port 22/tcp". Words, not arrows: Fyne's font has no
+// arrow glyph.
 func Summary(app, remote, port, proto string) string {
-	s := app + " → " + remote
+	s := app + " to " + remote
+	if strings.HasPrefix(remote, "from ") {
+		s = app + " " + remote
+	}
 	switch {
 	case port != "any" && proto != string(shared.ProtoAny):
 		s += ", port " + port + "/" + proto

@@ -180,7 +180,7 @@ func TestRowCells(t *testing.T) {
 			Lifetime: "forever", Owner: "system", Hits: "1000", LastHit: "never"},
 		"r4": {Enabled: "✓", Name: "block tracker", App: "any app", Remote: "tracker.example", Port: "any", Proto: "any",
 			Action: "reject", Lifetime: "forever", Owner: "system", Hits: "0", LastHit: "never"},
-		"r5": {Enabled: "✓", Name: "ssh → any, port 22", App: "ssh", Remote: "any", Port: "22", Proto: "any", Action: "allow",
+		"r5": {Enabled: "✓", Name: "ssh to any, port 22", App: "ssh", Remote: "any", Port: "22", Proto: "any", Action: "allow",
 			Lifetime: "forever", Owner: "uid 1001", Hits: "0", LastHit: "never"},
 	}
 	for id, w := range want {
@@ -237,10 +237,10 @@ func TestRowFlags(t *testing.T) {
 
 func TestSummary(t *testing.T) {
 	tests := []struct{ app, remote, port, proto, want string }{
-		{"ssh", "any", "22", "tcp", "ssh → any, port 22/tcp"},
-		{"curl", "example.org", "any", "any", "curl → example.org"},
-		{"any app", "10.0.0.0/8", "any", "udp", "any app → 10.0.0.0/8, udp"},
-		{"nc", "from 10.0.0.1", "8000-8100", "any", "nc → from 10.0.0.1, port 8000-8100"},
+		{"ssh", "any", "22", "tcp", "ssh to any, port 22/tcp"},
+		{"curl", "example.org", "any", "any", "curl to example.org"},
+		{"any app", "10.0.0.0/8", "any", "udp", "any app to 10.0.0.0/8, udp"},
+		{"nc", "from 10.0.0.1", "8000-8100", "any", "nc from 10.0.0.1, port 8000-8100"},
 	}
 	for _, tc := range tests {
 		if got := Summary(tc.app, tc.remote, tc.port, tc.proto); got != tc.want {
