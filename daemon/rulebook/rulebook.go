@@ -329,12 +329,16 @@ func (b *Book) Update(a Actor, id string, r shared.Rule) (shared.Rule, error) {
 		r.Owner = old.Owner
 	}
 	r.ID = id
+	// What binds a lifetime (the process, the agent's session) is the
+	// daemon's bookkeeping, kept from the old rule before validation: a
+	// client cannot set it, and a process rule stays valid when a client
+	// only renames or disables it.
+	r.PID, r.PIDStart, r.Session = old.PID, old.PIDStart, old.Session
 	r, err = b.prepare(a, r)
 	if err != nil {
 		return r, err
 	}
 	r.Created, r.Hits, r.LastHit = old.Created, old.Hits, old.LastHit
-	r.PID, r.PIDStart, r.Session = old.PID, old.PIDStart, old.Session
 	r.Updated = b.opts.Now().UTC()
 	if stored(old.Lifetime) && !stored(r.Lifetime) {
 		if err := b.st.DeleteRule(id); err != nil {

@@ -272,6 +272,44 @@ func TestUpdateKeepsIdentityAndMovesBetweenStoreAndMemory(t *testing.T) {
 	}
 }
 
+// A client sees a process rule without being able to send its binding
+// back (PID, PIDStart and Session are the daemon's); renaming or disabling
+// it must still work, and the binding must survive.
+func TestUpdateKeepsTheBindingOfProcessAndSessionRules(t *testing.T) {
+	f := newFixture(t, Options{})
+	p := rule(shared.ActionAllow, shared.LifetimeProcess, "/bin/x")
+	p.PID, p.PIDStart = 42, 7
+	kept, err := f.b.Add(alice, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := kept
+	edit.PID, edit.PIDStart, edit.Session = 0, 0, "" // what a client sends back
+	edit.Enabled, edit.Name = false, "renamed"
+	u, err := f.b.Update(alice, kept.ID, edit)
+	if err != nil {
+		t.Fatalf("disabling a process rule: %v", err)
+	}
+	if u.PID != 42 || u.PIDStart != 7 || u.Enabled || u.Name != "renamed" {
+		t.Errorf("updated %+v", u)
+	}
+	edit.PID, edit.PIDStart = 99, 1 // a client cannot rebind it either
+	if u, err := f.b.Update(alice, kept.ID, edit); err != nil || u.PID != 42 || u.PIDStart != 7 {
+		t.Errorf("rebinding: %+v %v", u, err)
+	}
+	s := rule(shared.ActionDeny, shared.LifetimeSession, "/bin/y")
+	s.Session = ":1.42"
+	ks, err := f.b.Add(alice, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := ks
+	es.Session, es.Enabled = "", false
+	if u, err := f.b.Update(alice, ks.ID, es); err != nil || u.Session != ":1.42" {
+		t.Errorf("session rule update: %+v %v", u, err)
+	}
+}
+
 func TestFileRuleIDsAreReserved(t *testing.T) {
 	f := newFixture(t, Options{})
 	r := rule(shared.ActionAllow, shared.LifetimeForever, "/bin/x")
