@@ -451,7 +451,7 @@ func ConnectionFromFields(f map[string]any) (Connection, error) {
 }
 
 // Fields encodes a log entry as its connection's field map plus the
-// verdict: string action rule_id reason, bool monitor unasked.
+// verdict: string action rule_id reason, bool monitor unasked answered.
 func (e LogEntry) Fields() map[string]any {
 	f := e.Connection.Fields()
 	f["action"] = string(e.Verdict.Action)
@@ -466,6 +466,9 @@ func (e LogEntry) Fields() map[string]any {
 	}
 	if e.Verdict.Unasked {
 		f["unasked"] = true
+	}
+	if e.Verdict.Answered {
+		f["answered"] = true
 	}
 	return f
 }
@@ -490,6 +493,8 @@ func LogEntryFromFields(f map[string]any) (LogEntry, error) {
 			e.Verdict.Monitor, err = asBool(k, v)
 		case "unasked":
 			e.Verdict.Unasked, err = asBool(k, v)
+		case "answered":
+			e.Verdict.Answered, err = asBool(k, v)
 		default:
 			conn[k] = v
 		}

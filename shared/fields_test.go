@@ -388,10 +388,10 @@ func FuzzUnmarshalJSON(f *testing.F) {
 	})
 }
 
-func TestLogEntryFieldsKeepUnasked(t *testing.T) {
+func TestLogEntryFieldsKeepUnaskedAndAnswered(t *testing.T) {
 	for _, unasked := range []bool{false, true} {
 		e := LogEntry{Connection: Connection{ID: 4, UID: 1000, GID: -1},
-			Verdict: Verdict{Action: ActionDeny, Reason: "default", Unasked: unasked}}
+			Verdict: Verdict{Action: ActionDeny, Reason: "default", Unasked: unasked, Answered: !unasked}}
 		back, err := LogEntryFromFields(e.Fields())
 		if err != nil {
 			t.Fatal(err)
@@ -402,5 +402,8 @@ func TestLogEntryFieldsKeepUnasked(t *testing.T) {
 	}
 	if _, err := LogEntryFromFields(map[string]any{"action": "deny", "unasked": "yes"}); err == nil {
 		t.Error("a string unasked was accepted")
+	}
+	if _, err := LogEntryFromFields(map[string]any{"action": "deny", "answered": uint32(1)}); err == nil {
+		t.Error("a number answered was accepted")
 	}
 }

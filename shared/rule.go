@@ -172,6 +172,8 @@ type Verdict struct {
 	// away), so the default action applied without a prompt. A tray tells
 	// its user about such connections afterwards.
 	Unasked bool `json:"unasked,omitempty"`
+	// Answered: a user's agent answered the prompt (Action is the answer).
+	Answered bool `json:"answered,omitempty"`
 }
 
 // LogEntry is one record of the connection log.

@@ -159,6 +159,39 @@ func TestIntegrationAgentAnswersHeldConnections(t *testing.T) {
 	if !strings.Contains(e.daemonLog(), "agent gone") {
 		t.Errorf("daemon log does not say the agent left:\n%s", e.daemonLog())
 	}
+
+	// 5. The log tells answered connections from those nobody could be
+	// asked about (what the tray's notice and connection log read).
+	c, err := dbus.Dial(ctx, b.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var answered, unasked int
+	deadline := time.Now().Add(15 * time.Second)
+	for answered < 2 || unasked < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("log: %d answered, %d unasked entries; want 2 and 2", answered, unasked)
+		}
+		es, err := c.RecentConnections(ctx, shared.LogFilter{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		answered, unasked = 0, 0
+		for _, le := range es {
+			v := le.Verdict
+			if v.Answered && v.Unasked {
+				t.Fatalf("an entry both answered and unasked: %+v", v)
+			}
+			if v.Answered && le.Connection.Exe == probe {
+				answered++ // allow forever (port A), reject once (port B)
+			}
+			if v.Unasked && le.Connection.Exe == probe && v.Action == shared.ActionReject {
+				unasked++ // agent gone while asked, no agent at all
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval of a wait with a deadline
+	}
 }
 
 // Another user's connection is never offered to root's agent unless that

@@ -243,7 +243,7 @@ func (s *Service) Answer(ctx context.Context, c bus.Caller, a shared.Answer) err
 	if a.System && !act.Admin {
 		return fmt.Errorf("%w: system rules need admin rights", dbus.ErrNotAuthorized)
 	}
-	v := shared.Verdict{Action: a.Action,
+	v := shared.Verdict{Action: a.Action, Answered: true,
 		Reason: fmt.Sprintf("answered by uid %d: %s %s", c.UID, a.Action, a.Lifetime)}
 	if a.Lifetime != shared.LifetimeOnce {
 		r, err := ruleFromAnswer(g.Conn, a, c)
