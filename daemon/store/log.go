@@ -39,8 +39,20 @@ type LogFilter struct {
 }
 
 // AppendLog appends entries (oldest first, as they happened) in one
-// transaction, then drops the oldest entries beyond MaxLogEntries. The daemon
-// buffers entries and calls this in batches.
+// transaction. The daemon buffers entries and calls this in batches.
+//
+// The log keeps the newest MaxLogEntries entries: readers never see more.
+// The bucket itself may hold up to 1/16 more (trimSlack), so that the oldest
+// are deleted in runs of that many, not a few with every batch: a deletion
+// rewrites the first leaf page and its parents, which for small batches
+// cost as much as the appending.
+//
+// Every commit is synced (bbolt's fsync), like the rules' commits: the log
+// shares the file with the rules, and an unsynced commit can leave, after a
+// power loss, a meta page that points at pages never written (bbolt orders
+// its writes with those syncs), which would make the whole file, rules
+// included, unreadable. The daemon keeps the cost down by appending in few,
+// large batches instead.
 func (s *Store) AppendLog(entries []shared.LogEntry) error {
 	if s.maxLog == 0 || len(entries) == 0 {
 		return nil
@@ -48,36 +60,48 @@ func (s *Store) AppendLog(entries []shared.LogEntry) error {
 	if len(entries) > s.maxLog {
 		entries = entries[len(entries)-s.maxLog:]
 	}
-	vs := make([][]byte, len(entries))
+	// One buffer for every record (bbolt keeps the values until the
+	// commit); a record of the daemon's is 300-600 bytes.
+	buf := make([]byte, 0, len(entries)*512)
+	ends := make([]int, len(entries))
 	for i := range entries {
-		v, err := encodeLogEntry(&entries[i])
-		if err != nil {
+		var err error
+		if buf, err = appendLogRecord(buf, &entries[i]); err != nil {
 			return fmt.Errorf("append to connection log: entry %d: %w", i, err)
 		}
-		vs[i] = v
+		ends[i] = len(buf)
 	}
 	err := s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketLog)
 		b.FillPercent = 1.0 // append-only: full pages, no splits in the middle
-		keys := make([]byte, 8*len(vs))
-		for i, v := range vs {
+		keys := make([]byte, 8*len(ends))
+		start := 0
+		for i, end := range ends {
 			seq, err := b.NextSequence()
 			if err != nil {
 				return err
 			}
 			k := keys[8*i : 8*i+8]
 			binary.BigEndian.PutUint64(k, seq)
-			if err := b.Put(k, v); err != nil {
+			if err := b.Put(k, buf[start:end:end]); err != nil {
 				return err
 			}
+			start = end
+		}
+		if !logOverBound(b, s.maxLog+trimSlack(s.maxLog)) {
+			return nil
 		}
 		return trimLog(b, s.maxLog)
 	})
 	if err != nil {
-		return fmt.Errorf("append %d entries to connection log in %s: %w", len(vs), s.path, err)
+		return fmt.Errorf("append %d entries to connection log in %s: %w", len(ends), s.path, err)
 	}
 	return nil
 }
+
+// trimSlack is how far past its bound of max entries the log's bucket may
+// grow before AppendLog trims it back to max.
+func trimSlack(max int) int { return max / 16 }
 
 // trimLog deletes the oldest entries until at most max remain. Keys are
 // consecutive sequence numbers, so the count is the last sequence number
@@ -117,23 +141,32 @@ func frontOverBound(b *bbolt.Bucket, k, v []byte, max int) bool {
 	return first > last || last-first >= uint64(max)
 }
 
-func encodeLogEntry(e *shared.LogEntry) ([]byte, error) {
+// appendLogRecord appends the record of e (header and JSON) to dst.
+func appendLogRecord(dst []byte, e *shared.LogEntry) ([]byte, error) {
 	action := e.Verdict.Action
 	if len(action) > math.MaxUint8 {
-		return nil, fmt.Errorf("verdict action of %d bytes", len(action))
+		return dst, fmt.Errorf("verdict action of %d bytes", len(action))
 	}
-	js, err := json.Marshal(e)
-	if err != nil {
-		return nil, err
+	n0 := len(dst)
+	dst = append(dst, logFormat)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(unixNano(e.Connection.Time)))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(e.Connection.UID))
+	dst = append(dst, byte(len(action)))
+	dst = append(dst, action...)
+	n1 := len(dst)
+	dst, ok := appendLogJSON(dst, e)
+	if !ok {
+		// A time RFC 3339 cannot say: json.Marshal has the error.
+		js, err := marshalLogJSON(e)
+		if err != nil {
+			return dst[:n0], err
+		}
+		dst = append(dst[:n1], js...)
 	}
-	v := make([]byte, logHeaderSize, logHeaderSize+len(action)+len(js))
-	v[0] = logFormat
-	binary.BigEndian.PutUint64(v[1:], uint64(unixNano(e.Connection.Time)))
-	binary.BigEndian.PutUint64(v[9:], uint64(e.Connection.UID))
-	v[17] = byte(len(action))
-	v = append(v, action...)
-	return append(v, js...), nil
+	return dst, nil
 }
+
+func encodeLogEntry(e *shared.LogEntry) ([]byte, error) { return appendLogRecord(nil, e) }
 
 // logHeader is the filterable part of a log record.
 type logHeader struct {
@@ -188,7 +221,8 @@ func (f *LogFilter) match(h logHeader, since int64) bool {
 	return true
 }
 
-// Log returns the connection log entries that f selects, newest first.
+// Log returns the connection log entries that f selects, newest first,
+// from the newest MaxLogEntries.
 // Records that do not parse (a damaged file) are skipped and counted in a
 // warning: the log is a bounded history, not a record to repair.
 func (s *Store) Log(f LogFilter) ([]shared.LogEntry, error) {
@@ -198,9 +232,16 @@ func (s *Store) Log(f LogFilter) ([]shared.LogEntry, error) {
 	}
 	var out []shared.LogEntry
 	skipped := 0
+	// The bucket may hold up to trimSlack entries past the bound: only the
+	// newest maxLog are the log (a read-only store, maxLog 0, shows all).
+	left := s.maxLog
+	if left <= 0 {
+		left = math.MaxInt
+	}
 	err := s.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketLog).Cursor()
-		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		for k, v := c.Last(); k != nil && left > 0; k, v = c.Prev() {
+			left--
 			if f.Limit > 0 && len(out) >= f.Limit {
 				break
 			}

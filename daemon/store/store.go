@@ -195,7 +195,7 @@ func (s *Store) prepare(sch schema, version uint64) error {
 	}
 	var trim bool
 	err := s.view(func(tx *bbolt.Tx) error {
-		trim = logOverBound(tx.Bucket(bucketLog), s.maxLog)
+		trim = logOverBound(tx.Bucket(bucketLog), s.maxLog+trimSlack(s.maxLog))
 		return nil
 	})
 	if err == nil && trim {
