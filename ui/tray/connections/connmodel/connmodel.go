@@ -55,23 +55,17 @@ const (
 	MarkMonitor  = "monitor"   // monitor mode: the verdict is what would have happened; it was allowed
 )
 
-// answeredPrefix starts the reason the daemon gives to connections decided
-// by an answer (daemon/service: "answered by uid N: ...").
-const answeredPrefix = "answered by "
-
-// Markers says how v came about: MarkUnasked; MarkAnswered when an
-// answer decided it; MarkNoAnswer when the default applied after a prompt
-// (the default without a rule that is not unasked); plus MarkMonitor in
-// monitor mode. Nothing for a rule's verdict.
-//
-// Whether an answer decided is read from the reason's wording: the
-// verdict has no field for it (shared.Verdict would need one).
+// Markers says how v came about: MarkUnasked; MarkAnswered when a user's
+// agent answered the prompt (shared.Verdict.Answered, set by the daemon's
+// Answer call); MarkNoAnswer when the default applied after a prompt (the
+// default without a rule, neither unasked nor answered); plus MarkMonitor
+// in monitor mode. Nothing for a rule's verdict.
 func Markers(v shared.Verdict) []string {
 	var m []string
 	switch {
 	case v.Unasked:
 		m = append(m, MarkUnasked)
-	case Answered(v):
+	case v.Answered:
 		m = append(m, MarkAnswered)
 	case v.RuleID == "":
 		m = append(m, MarkNoAnswer)
@@ -80,11 +74,6 @@ func Markers(v shared.Verdict) []string {
 		m = append(m, MarkMonitor)
 	}
 	return m
-}
-
-// Answered says an answer to a prompt decided v.
-func Answered(v shared.Verdict) bool {
-	return !v.Unasked && strings.HasPrefix(v.Reason, answeredPrefix)
 }
 
 // AppNamer names the application of an executable path and app id
@@ -322,7 +311,7 @@ func (l *Log) ruleText(v shared.Verdict) string {
 			return n
 		}
 		return v.RuleID
-	case Answered(v):
+	case v.Answered:
 		return "answer (once)"
 	}
 	return "default"

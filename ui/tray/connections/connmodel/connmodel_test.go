@@ -175,8 +175,12 @@ func TestMarkers(t *testing.T) {
 	}{
 		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r1", Reason: "rule r1 matched"}, nil},
 		{shared.Verdict{Action: shared.ActionDeny, Unasked: true}, []string{MarkUnasked}},
-		{shared.Verdict{Action: shared.ActionAllow, Reason: "answered by uid 1000: allow once"}, []string{MarkAnswered}},
-		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r7", Reason: "answered by uid 1000: allow forever, scope exe-host-port (rule r7)"}, []string{MarkAnswered}},
+		{shared.Verdict{Action: shared.ActionAllow, Answered: true, Reason: "answered by uid 1000: allow once"}, []string{MarkAnswered}},
+		{shared.Verdict{Action: shared.ActionAllow, RuleID: "r7", Answered: true, Reason: "answered by uid 1000: allow forever, scope exe-host-port (rule r7)"}, []string{MarkAnswered}},
+		// The flag decides, not the wording: a reason that reads like an
+		// answer without the flag is the default after a prompt.
+		{shared.Verdict{Action: shared.ActionDeny, Reason: "answered by nobody"}, []string{MarkNoAnswer}},
+		{shared.Verdict{Action: shared.ActionAllow, Answered: true}, []string{MarkAnswered}},
 		{shared.Verdict{Action: shared.ActionDeny, Reason: "nobody answered within 30s: default action deny"}, []string{MarkNoAnswer}},
 		{shared.Verdict{Action: shared.ActionDeny, RuleID: "r2", Monitor: true}, []string{MarkMonitor}},
 		{shared.Verdict{Action: shared.ActionDeny, Unasked: true, Monitor: true}, []string{MarkUnasked, MarkMonitor}},
@@ -303,7 +307,7 @@ func TestRuleNames(t *testing.T) {
 	l.Add([]shared.LogEntry{
 		entry(1, 1, "/usr/bin/a", shared.ActionAllow, nil), // rule r1
 		entry(2, 2, "/usr/bin/b", shared.ActionAllow, func(e *shared.LogEntry) {
-			e.Verdict = shared.Verdict{Action: shared.ActionAllow, Reason: "answered by uid 1000: allow once"}
+			e.Verdict = shared.Verdict{Action: shared.ActionAllow, Answered: true, Reason: "answered by uid 1000: allow once"}
 		}),
 		entry(3, 3, "/usr/bin/c", shared.ActionDeny, func(e *shared.LogEntry) {
 			e.Verdict = shared.Verdict{Action: shared.ActionDeny, Reason: "nobody answered within 30s: default action deny"}
