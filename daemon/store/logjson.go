@@ -14,7 +14,8 @@ import (
 // (same keys, order, omissions and escaping), without reflection: the
 // connection log is written for every decision. The records on disk stay
 // what earlier builds wrote and read back with json.Unmarshal; a fuzz test
-// holds the two encoders to the same bytes.
+// holds the two encoders to the same bytes, and TestLogJSONKnowsEveryField
+// fails when shared.LogEntry gains a field this encoder does not write.
 //
 // ok is false when json.Marshal would fail (a time outside what RFC 3339
 // can say); the caller then asks json.Marshal for its error.
@@ -119,6 +120,10 @@ func appendLogJSON(dst []byte, e *shared.LogEntry) (_ []byte, ok bool) {
 	}
 	if v.Unasked {
 		key("unasked")
+		dst = append(dst, "true"...)
+	}
+	if v.Answered {
+		key("answered")
 		dst = append(dst, "true"...)
 	}
 	return append(dst, '}', '}'), true

@@ -195,6 +195,78 @@ func TestLogJSONRefusesWhatJSONRefuses(t *testing.T) {
 	}
 }
 
+// TestLogJSONKnowsEveryField sets every field of a LogEntry, one at a
+// time and all together, to a value that is not zero, and compares the
+// encoders: a field added to shared.Connection or shared.Verdict that the
+// hand-written encoder leaves out fails here.
+func TestLogJSONKnowsEveryField(t *testing.T) {
+	var all shared.LogEntry
+	n := 0
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		if v.Kind() == reflect.Struct && v.Type() != reflect.TypeFor[time.Time]() && v.Type() != reflect.TypeFor[netip.Addr]() {
+			for i := 0; i < v.NumField(); i++ {
+				walk(v.Field(i), path+"."+v.Type().Field(i).Name)
+			}
+			return
+		}
+		n++
+		setNonZero(t, v, path)
+		var one shared.LogEntry
+		// The same field in an otherwise empty entry.
+		setNonZero(t, reflect.ValueOf(&one).Elem().FieldByIndex(fieldIndex(t, path)), path)
+		checkLogJSON(t, &one)
+	}
+	walk(reflect.ValueOf(&all).Elem(), "")
+	checkLogJSON(t, &all)
+	if n < 30 {
+		t.Fatalf("walked %d fields", n)
+	}
+}
+
+// fieldIndex finds the field at path (".Connection.ID") in a LogEntry.
+func fieldIndex(t *testing.T, path string) []int {
+	typ := reflect.TypeFor[shared.LogEntry]()
+	var idx []int
+	for _, name := range strings.Split(strings.TrimPrefix(path, "."), ".") {
+		f, ok := typ.FieldByName(name)
+		if !ok {
+			t.Fatalf("no field %s", path)
+		}
+		idx = append(idx, f.Index...)
+		typ = f.Type
+	}
+	return idx
+}
+
+func setNonZero(t *testing.T, v reflect.Value, path string) {
+	switch {
+	case v.Type() == reflect.TypeFor[time.Time]():
+		v.Set(reflect.ValueOf(time.Date(2025, 6, 1, 12, 0, 0, 5, time.UTC)))
+		return
+	case v.Type() == reflect.TypeFor[netip.Addr]():
+		v.Set(reflect.ValueOf(netip.MustParseAddr("192.0.2.1")))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("v<&>")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(-7)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(7)
+	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			t.Fatalf("%s: a slice of %s: teach appendLogJSON and this test", path, v.Type().Elem())
+		}
+		v.Set(reflect.ValueOf([]string{"a", "b"}).Convert(v.Type()))
+	default:
+		t.Fatalf("%s: a %s: teach appendLogJSON and this test", path, v.Type())
+	}
+}
+
 func FuzzLogJSON(f *testing.F) {
 	f.Add(uint64(1), int64(1748779200123456789), int64(1000), "/usr/bin/curl", "curl <x> & \"y\"", "fe80::1%eth0", "example.org", "allow", "why\n", uint8(3))
 	f.Add(uint64(0), int64(0), int64(-1), "", "", "", "", "", "", uint8(0))
@@ -210,7 +282,7 @@ func FuzzLogJSON(f *testing.F) {
 				Attribution: shared.Attribution(reason), HostSource: exe,
 			},
 			Verdict: shared.Verdict{Action: shared.Action(action), RuleID: exe, Reason: reason,
-				Monitor: flags&1 != 0, Unasked: flags&2 != 0},
+				Monitor: flags&1 != 0, Unasked: flags&2 != 0, Answered: flags&16 != 0},
 		}
 		if flags&4 != 0 {
 			e.Connection.Time = time.Time{}
