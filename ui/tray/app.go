@@ -251,6 +251,10 @@ func (t *App) appName(c shared.Connection) string {
 }
 
 func (t *App) setReach(r Reach) {
+	if r.Reachable {
+		// The prompt's countdown names what the daemon does unanswered.
+		t.prompt.SetDaemonDefault(r.Status.DefaultAction)
+	}
 	t.mu.Lock()
 	t.state.Reachable, t.state.Status, t.state.Problem = r.Reachable, r.Status, r.Problem
 	t.mu.Unlock()

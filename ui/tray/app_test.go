@@ -375,3 +375,17 @@ func TestModeError(t *testing.T) {
 		}
 	}
 }
+
+// TestPromptKnowsTheDefaultAction: the daemon's default action (GetStatus)
+// reaches the prompt, whose countdown names it, and follows StatusChanged.
+func TestPromptKnowsTheDefaultAction(t *testing.T) {
+	fake := newFakeSession("s1", ":1.5")
+	fake.status.DefaultAction = shared.ActionReject
+	tt := newTestTray(t, fake, WindowNever)
+	waitFor(t, "the prompt told reject", func() bool { return tt.prompt.DaemonDefault() == shared.ActionReject })
+	fake.mu.Lock()
+	fake.status.DefaultAction = shared.ActionAllow
+	fake.mu.Unlock()
+	fake.emit(dbus.Signal{Name: dbus.SignalStatusChanged})
+	waitFor(t, "the prompt told allow", func() bool { return tt.prompt.DaemonDefault() == shared.ActionAllow })
+}

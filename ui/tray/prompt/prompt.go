@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image/color"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -57,14 +58,22 @@ type Options struct {
 	Lifetime shared.Lifetime    // preselected lifetime; default once
 	Scope    shared.AnswerScope // preselected scope; default exe-host-port
 	ArmDelay time.Duration      // keys and clicks ignored after a prompt appears; 0 = 1s, < 0 = none
-	Apps     AppFinder          // optional: application names and icons
-	OnChange func(waiting int)  // called (from Run's goroutine) whenever the number of waiting groups changes
-	Log      *slog.Logger
-	Now      func() time.Time // the clock; nil = time.Now (tests set it)
+	// DaemonDefault is the daemon's default action (GetStatus's
+	// DefaultAction), named by the countdown ("Denied in 42 s unless you
+	// answer"); "" until known. SetDaemonDefault changes it later.
+	DaemonDefault shared.Action
+	Apps          AppFinder         // optional: application names and icons
+	OnChange      func(waiting int) // called (from Run's goroutine) whenever the number of waiting groups changes
+	Log           *slog.Logger
+	Now           func() time.Time // the clock; nil = time.Now (tests set it)
 	// UI runs a function on Fyne's goroutine; nil = fyne.Do. The tray
 	// passes its own, so its tests serialize every widget update.
 	UI func(func())
 }
+
+// Width is the prompt window's width: long values wrap or are shortened
+// within it, so the window's height stays within a laptop's screen.
+const Width = 680
 
 // Prompt is the prompt window and its agent loop.
 type Prompt struct {
@@ -76,6 +85,7 @@ type Prompt struct {
 	ui      func(func()) // runs f on Fyne's goroutine: fyne.Do
 	answers chan shared.Answer
 	waiting atomic.Int64
+	dflt    atomic.Value // shared.Action: the daemon's default action, as last set
 
 	// Fyne's goroutine only, from here on.
 	m        *promptmodel.Model
@@ -87,18 +97,20 @@ type Prompt struct {
 	icon      *canvas.Image
 	headline  *widget.Label
 	more      *widget.Label
-	facts     *fyne.Container
-	details   *fyne.Container
+	facts     *fyne.Container          // the fact lines, details included when on
+	factsBox  *container.ThemeOverride // facts, a little tighter than the theme's
 	detailsOn *widget.Check
-	lifetime  *widget.RadioGroup
-	scope     *widget.RadioGroup
+	lifetime  *keySelect
+	scope     *keySelect
 	countdown *widget.Label
 	arming    *widget.Label
 	enter     *widget.Label
 	message   *widget.Label
 	allow     *widget.Button
 	deny      *widget.Button
-	syncing   bool // choices being set from the model: not the user's
+	// allowMark and denyMark outline the button Enter answers with.
+	allowMark, denyMark *canvas.Rectangle
+	syncing             bool // choices being set from the model: not the user's
 }
 
 // New makes the prompt and its (hidden) window. Call it on Fyne's goroutine
@@ -115,6 +127,8 @@ func New(a fyne.App, c agent.Client, o Options) *Prompt {
 		p.ui = o.UI
 	}
 	p.m = promptmodel.New(promptmodel.Options{Action: o.Action, Lifetime: o.Lifetime, Scope: o.Scope, ArmDelay: o.ArmDelay})
+	p.m.SetDaemonDefault(o.DaemonDefault)
+	p.dflt.Store(p.m.DaemonDefault())
 	p.build()
 	return p
 }
@@ -131,17 +145,18 @@ func (p *Prompt) build() {
 	p.icon.FillMode = canvas.ImageFillContain
 	p.icon.SetMinSize(fyne.NewSquareSize(48))
 	p.headline = widget.NewLabelWithStyle("", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
+	p.headline.SizeName = theme.SizeNameSubHeadingText
 	p.headline.Wrapping = fyne.TextWrapWord
 	p.more = widget.NewLabel("")
+	p.more.Importance = widget.HighImportance // "3 more": worth seeing, not a button
 	p.facts = container.New(layout.NewFormLayout())
-	p.details = container.New(layout.NewFormLayout())
-	p.details.Hide()
+	p.factsBox = container.NewThemeOverride(p.facts, compactTheme{p.app})
 	p.detailsOn = widget.NewCheck("Details", func(bool) {
 		p.m.ToggleDetails()
 		p.w.Canvas().Unfocus() // keys go to the prompt, not the check box
 		p.render()
 	})
-	p.lifetime = widget.NewRadioGroup(nil, func(s string) {
+	p.lifetime = newKeySelect(nil, func(s string) {
 		if p.syncing {
 			return
 		}
@@ -150,10 +165,8 @@ func (p *Prompt) build() {
 		}
 		p.w.Canvas().Unfocus()
 		p.render()
-	})
-	p.lifetime.Horizontal = true
-	p.lifetime.Required = true
-	p.scope = widget.NewRadioGroup(labels(promptmodel.Scopes), func(s string) {
+	}, p.typedRune, p.typedKey)
+	p.scope = newKeySelect(labels(promptmodel.Scopes), func(s string) {
 		if p.syncing {
 			return
 		}
@@ -162,12 +175,10 @@ func (p *Prompt) build() {
 		}
 		p.w.Canvas().Unfocus()
 		p.render()
-	})
-	p.scope.Horizontal = true
-	p.scope.Required = true
+	}, p.typedRune, p.typedKey)
 	p.countdown = widget.NewLabelWithStyle("", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	p.arming = widget.NewLabel("")
-	p.enter = widget.NewLabel("")
+	p.enter = widget.NewLabelWithStyle("", fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
 	p.message = widget.NewLabel("")
 	p.message.Importance = widget.DangerImportance
 	p.message.Wrapping = fyne.TextWrapWord
@@ -178,40 +189,65 @@ func (p *Prompt) build() {
 	p.allow.Importance = widget.HighImportance
 	p.deny = widget.NewButtonWithIcon("Deny", theme.CancelIcon(), func() { p.click(shared.ActionDeny) })
 	p.deny.Importance = widget.DangerImportance
+	var allowBox, denyBox fyne.CanvasObject
+	p.allowMark, allowBox = marked(p.allow)
+	p.denyMark, denyBox = marked(p.deny)
 
-	top := container.NewBorder(nil, nil, p.icon, p.more, p.headline)
-	choices := container.New(layout.NewFormLayout(),
-		widget.NewLabel("Lifetime"), p.lifetime,
-		widget.NewLabel("Scope"), p.scope)
+	top := container.NewBorder(nil, nil, container.NewCenter(p.icon), container.NewVBox(p.more), p.headline)
+	// The two choices side by side, each half of the width.
+	choice := func(label string, s *keySelect) fyne.CanvasObject {
+		return container.NewBorder(nil, nil, widget.NewLabelWithStyle(label, fyne.TextAlignLeading, fyne.TextStyle{Bold: true}), nil, s)
+	}
+	choices := container.NewGridWithColumns(2, choice("For", p.lifetime), choice("Scope", p.scope))
 	// Readable, not greyed: the keys are half of how a prompt is
 	// answered.
 	keys := widget.NewLabel("A allow · D deny · Enter confirms · Esc deny once")
-	bottom := container.NewVBox(
+	p.w.SetContent(container.NewVBox(
+		top,
+		p.factsBox,
 		widget.NewSeparator(),
 		choices,
-		container.NewHBox(p.countdown, layout.NewSpacer(), p.arming),
+		container.NewBorder(nil, nil, p.countdown, p.arming),
 		p.message,
-		container.NewHBox(keys, layout.NewSpacer(), p.enter),
-		container.NewHBox(layout.NewSpacer(), p.deny, p.allow),
-	)
-	p.w.SetContent(container.NewVBox(top, widget.NewSeparator(), p.facts, p.detailsOn, p.details, bottom))
-	p.w.Resize(fyne.NewSize(680, 0))
-	p.w.Canvas().SetOnTypedRune(func(r rune) {
-		switch r {
-		case 'a', 'A':
-			p.key(promptmodel.KeyAllow)
-		case 'd', 'D':
-			p.key(promptmodel.KeyDeny)
-		}
-	})
-	p.w.Canvas().SetOnTypedKey(func(ev *fyne.KeyEvent) {
-		switch ev.Name {
-		case fyne.KeyReturn, fyne.KeyEnter:
-			p.key(promptmodel.KeyEnter)
-		case fyne.KeyEscape:
-			p.key(promptmodel.KeyEscape)
-		}
-	})
+		container.NewBorder(nil, nil, keys, nil, p.enter),
+		container.NewHBox(container.NewCenter(p.detailsOn), layout.NewSpacer(), denyBox, allowBox),
+	))
+	p.w.Resize(fyne.NewSize(Width, 0))
+	p.w.Canvas().SetOnTypedRune(p.typedRune)
+	p.w.Canvas().SetOnTypedKey(func(ev *fyne.KeyEvent) { p.typedKey(ev) })
+}
+
+// typedRune and typedKey are the prompt's keys, from the canvas or from
+// a focused choice (a Select keeps the focus after its menu closes; keys
+// must still answer).
+func (p *Prompt) typedRune(r rune) {
+	switch r {
+	case 'a', 'A':
+		p.key(promptmodel.KeyAllow)
+	case 'd', 'D':
+		p.key(promptmodel.KeyDeny)
+	}
+}
+
+func (p *Prompt) typedKey(ev *fyne.KeyEvent) bool {
+	switch ev.Name {
+	case fyne.KeyReturn, fyne.KeyEnter:
+		p.key(promptmodel.KeyEnter)
+	case fyne.KeyEscape:
+		p.key(promptmodel.KeyEscape)
+	default:
+		return false
+	}
+	return true
+}
+
+// marked puts a button in a frame whose outline shows when the button is
+// the one Enter answers with (the outline's colour set by render).
+func marked(b *widget.Button) (*canvas.Rectangle, fyne.CanvasObject) {
+	r := canvas.NewRectangle(color.Transparent)
+	r.StrokeWidth = 2
+	r.CornerRadius = theme.InputRadiusSize() + 2
+	return r, container.NewStack(r, container.NewPadded(b))
 }
 
 func labels[T comparable](cs []promptmodel.Choice[T]) []string {
@@ -227,6 +263,33 @@ func (p *Prompt) Window() fyne.Window { return p.w }
 
 // Waiting is the number of pending groups waiting for an answer.
 func (p *Prompt) Waiting() int { return int(p.waiting.Load()) }
+
+// SetDaemonDefault tells the prompt the daemon's default action (from
+// GetStatus), which the countdown names. Safe from any goroutine.
+func (p *Prompt) SetDaemonDefault(a shared.Action) {
+	switch a {
+	case shared.ActionAllow, shared.ActionDeny, shared.ActionReject:
+	default:
+		a = "" // not known
+	}
+	if p.dflt.Swap(a) == a {
+		return
+	}
+	p.ui(func() {
+		if p.m.DaemonDefault() == a {
+			return
+		}
+		p.m.SetDaemonDefault(a)
+		p.renderTime()
+	})
+}
+
+// DaemonDefault is the daemon's default action the countdown names, as
+// last set ("" when not known). Safe from any goroutine.
+func (p *Prompt) DaemonDefault() shared.Action {
+	a, _ := p.dflt.Load().(shared.Action)
+	return a
+}
 
 // Show brings the prompt window to the front when something waits (the
 // tray menu's "Pending (N)"). Safe from any goroutine.
@@ -393,13 +456,12 @@ func (p *Prompt) render() {
 		p.icon.File, p.icon.Resource = "", theme.ComputerIcon()
 		p.icon.Refresh()
 	}
-	setFacts(p.facts, promptmodel.Facts(cur, p.app0, p.appFound))
-	setFacts(p.details, promptmodel.DetailFacts(cur, p.app0, p.appFound))
+	facts := promptmodel.Facts(cur, p.app0, p.appFound)
 	if p.m.Details() {
-		p.details.Show()
-	} else {
-		p.details.Hide()
+		facts = append(facts, promptmodel.DetailFacts(cur, p.app0, p.appFound)...)
 	}
+	setFacts(p.facts, facts)
+	p.factsBox.Refresh() // the new labels take the override's sizes
 	p.syncing = true
 	var lifetimes []string
 	for _, l := range promptmodel.Lifetimes {
@@ -412,7 +474,7 @@ func (p *Prompt) render() {
 	p.scope.SetSelected(promptmodel.Label(promptmodel.Scopes, p.m.Scope()))
 	p.lifetime.Refresh()
 	p.syncing = false
-	p.enter.SetText(p.m.EnterText())
+	p.renderChoice()
 	if msg := p.m.Message(); msg != "" {
 		p.message.SetText(msg)
 		p.message.Show()
@@ -420,6 +482,26 @@ func (p *Prompt) render() {
 		p.message.Hide()
 	}
 	p.renderTime()
+}
+
+// renderChoice shows which answer Enter gives: the hint in the colour of
+// its button, and that button outlined (Fyne's goroutine).
+func (p *Prompt) renderChoice() {
+	th := p.app.Settings().Theme()
+	v := p.app.Settings().ThemeVariant()
+	p.enter.SetText(p.m.EnterText())
+	allow := p.m.Action() == shared.ActionAllow
+	p.allowMark.StrokeColor, p.denyMark.StrokeColor = color.Transparent, color.Transparent
+	if allow {
+		p.enter.Importance = widget.HighImportance
+		p.allowMark.StrokeColor = th.Color(theme.ColorNamePrimary, v)
+	} else {
+		p.enter.Importance = widget.DangerImportance
+		p.denyMark.StrokeColor = th.Color(theme.ColorNameError, v)
+	}
+	p.enter.Refresh()
+	p.allowMark.Refresh()
+	p.denyMark.Refresh()
 }
 
 // renderTime shows the countdown and the arming delay (Fyne's goroutine).
@@ -439,13 +521,38 @@ func (p *Prompt) renderTime() {
 	}
 }
 
-// setFacts shows fact lines as label/value rows of a form layout.
+// compactTheme is the app's theme with less padding inside each label:
+// the fact lines read as one block, and the window stays short.
+type compactTheme struct{ app fyne.App }
+
+func (c compactTheme) th() fyne.Theme { return c.app.Settings().Theme() }
+
+func (c compactTheme) Color(n fyne.ThemeColorName, v fyne.ThemeVariant) color.Color {
+	return c.th().Color(n, v)
+}
+func (c compactTheme) Font(s fyne.TextStyle) fyne.Resource     { return c.th().Font(s) }
+func (c compactTheme) Icon(n fyne.ThemeIconName) fyne.Resource { return c.th().Icon(n) }
+func (c compactTheme) Size(n fyne.ThemeSizeName) float32 {
+	s := c.th().Size(n)
+	if n == theme.SizeNameInnerPadding {
+		return s / 2
+	}
+	return s
+}
+
+// setFacts shows fact lines as label/value rows of a form layout. Values
+// wrap (a line of facts may be longer than the window is wide); a value
+// shortened in the model (Fact.Full) shows whole on hover (hoverText).
 func setFacts(c *fyne.Container, fs []promptmodel.Fact) {
 	objs := make([]fyne.CanvasObject, 0, 2*len(fs))
 	for _, f := range fs {
 		l := widget.NewLabelWithStyle(f.Label, fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
 		v := widget.NewLabel(f.Value)
-		v.Wrapping = fyne.TextWrapBreak
+		v.Wrapping = fyne.TextWrapWord
+		if f.Full != "" {
+			objs = append(objs, l, newHoverText(v, f.Full))
+			continue
+		}
 		objs = append(objs, l, v)
 	}
 	c.Objects = objs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image/color"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/container"
+	fdesktop "fyne.io/fyne/v2/driver/desktop"
 	"fyne.io/fyne/v2/test"
 	"fyne.io/fyne/v2/widget"
 
@@ -238,6 +241,10 @@ func visibleTexts(o fyne.CanvasObject) []string {
 			out = append(out, w.Text)
 		case *widget.Check:
 			out = append(out, w.Text)
+		case *keySelect:
+			out = append(out, w.Selected)
+		case *hoverText:
+			out = append(out, w.label.Text)
 		}
 	})
 	return out
@@ -248,16 +255,19 @@ func walk(o fyne.CanvasObject, fn func(fyne.CanvasObject)) {
 		return
 	}
 	fn(o)
-	if c, ok := o.(*fyne.Container); ok {
+	switch c := o.(type) {
+	case *fyne.Container:
 		for _, x := range c.Objects {
 			walk(x, fn)
 		}
+	case *container.ThemeOverride:
+		walk(c.Content, fn)
 	}
 }
 
 func TestWindowShowsFacts(t *testing.T) {
 	f := newFake(pend(7, "example.org"), pend(8, "example.net"))
-	h := start(t, f, Options{Apps: apps{"/usr/bin/curl": {Name: "cURL", Match: desktop.MatchExe, File: "/usr/share/applications/curl.desktop"}}})
+	h := start(t, f, Options{DaemonDefault: shared.ActionDeny, Apps: apps{"/usr/bin/curl": {Name: "cURL", Match: desktop.MatchExe, File: "/usr/share/applications/curl.desktop"}}})
 	h.waitFor("the prompt for #7", func() bool { return h.showsID(7) })
 	h.ui(func() {
 		if !strings.HasPrefix(h.p.w.Title(), "Tollgate") {
@@ -265,10 +275,11 @@ func TestWindowShowsFacts(t *testing.T) {
 		}
 		for _, s := range []string{
 			"cURL wants to connect to example.org:443", "1 more",
-			"Application", "cURL", "Executable", "/usr/bin/curl", "Command line", "curl https://example.org",
-			"Process id", "4242", "User", "alice (1000)", "Remote host", "example.org", "Remote address", "93.184.216.34",
-			"Port", "443", "Protocol", "tcp", "Direction", "outgoing", "Attempts", "3",
-			"Default action in 30s", "Answers possible in 1.0s", "Enter: deny once", "Allow", "Deny",
+			"Remote", "example.org (93.184.216.34) · port 443 · tcp · outgoing",
+			"Process", "/usr/bin/curl · pid 4242 · user alice (1000)",
+			"Command", "curl https://example.org", "Seen", "3 attempts",
+			"Once", "This host and port",
+			"Denied in 30 s unless you answer", "Answers possible in 1.0s", "Enter: deny once", "Allow", "Deny",
 		} {
 			if !h.shows(s) {
 				t.Errorf("window does not show %q:\n%s", s, strings.Join(visibleTexts(h.p.w.Content()), "\n"))
@@ -295,8 +306,8 @@ func TestWindowShowsFacts(t *testing.T) {
 			t.Errorf("high importance %v, danger %v", high, danger)
 		}
 		test.Tap(h.p.detailsOn)
-		for _, s := range []string{"SHA-256", "0123abcd", "Cgroup / unit", "app-gnome-curl-1.scope", "Parent process id", "4200",
-			"Attribution", "by the socket's process", "/usr/share/applications/curl.desktop"} {
+		for _, s := range []string{"SHA-256", "0123abcd", "Parent", "pid 4200 · unit app-gnome-curl-1.scope",
+			"Found", "by the socket's process · desktop entry /usr/share/applications/curl.desktop"} {
 			if !h.shows(s) {
 				t.Errorf("details do not show %q", s)
 			}
@@ -304,7 +315,10 @@ func TestWindowShowsFacts(t *testing.T) {
 	})
 	// The countdown moves with the clock.
 	h.advance(10 * time.Second)
-	h.waitFor("the countdown at 20s", func() bool { return h.shows("Default action in 20s") && !h.shows("Answers possible") })
+	h.waitFor("the countdown at 20s", func() bool { return h.shows("Denied in 20 s unless you answer") && !h.shows("Answers possible") })
+	// The daemon's default action changes: the countdown says so.
+	h.p.SetDaemonDefault(shared.ActionReject)
+	h.waitFor("the countdown naming reject", func() bool { return h.shows("Rejected in 20 s unless you answer") })
 
 	// An unverified executable says so.
 	u := pend(9, "example.com")
@@ -314,7 +328,7 @@ func TestWindowShowsFacts(t *testing.T) {
 	f.offer(u)
 	h.waitFor("the prompt for #9", func() bool { return h.showsID(9) })
 	h.ui(func() {
-		if !h.shows("/tmp/fake-browser (unverified)") || h.shows("1 more") {
+		if !h.shows("/tmp/fake-browser (unverified) · pid 4242 · user alice (1000)") || h.shows("1 more") {
 			t.Errorf("window:\n%s", strings.Join(visibleTexts(h.p.w.Content()), "\n"))
 		}
 	})
@@ -423,7 +437,7 @@ func TestQueueFollowsDaemon(t *testing.T) {
 	p1 := pend(1, "a.example")
 	p1.Count = 9
 	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p1}
-	h.waitFor("9 attempts", func() bool { return slices.Contains(visibleTexts(h.p.facts), "9") })
+	h.waitFor("9 attempts", func() bool { return slices.Contains(visibleTexts(h.p.facts), "9 attempts") })
 	// Resolved elsewhere: it leaves; the next one shows.
 	f.resolve(1)
 	h.waitFor("#2", func() bool { return h.showsID(2) && !h.shows("1 more") })
@@ -476,4 +490,135 @@ func TestShowBringsBackAHiddenWindow(t *testing.T) {
 			t.Error("Show did not show the window")
 		}
 	})
+}
+
+// fitted is the window's content's smallest size at the prompt's width,
+// as a window manager would size it: laid out at that width until the
+// wrapped labels settle.
+func (h *harness) fitted() fyne.Size {
+	var m fyne.Size
+	for range 5 {
+		m = h.p.w.Content().MinSize()
+		h.p.w.Resize(fyne.NewSize(max(Width, m.Width), m.Height))
+	}
+	return m
+}
+
+// TestFitsALaptopScreen: the prompt, Allow and Deny included, fits a
+// 1366×768 screen (with a panel) at the default theme's size, with long
+// values everywhere, and with the details on.
+func TestFitsALaptopScreen(t *testing.T) {
+	long := pend(7, "a-rather-long-host-name.cdn.example-content-delivery.net")
+	c := &long.Connection
+	c.Hosts = append(c.Hosts, "second.example.org", "third.example.org", "fourth.example.org")
+	c.HostSource = shared.HostFromAny
+	c.Exe = "/home/alice/.local/share/Steam/ubuntu12_32/steam-runtime/usr/lib/x86_64-linux-gnu/helper-binary"
+	c.Cmdline = "/usr/lib/firefox/firefox -contentproc -childID 12 -isForBrowser -prefsLen 31234 -prefMapSize 244787 " +
+		"-jsInitLen 277276 -parentBuildID 20241120 -greomni /usr/lib/firefox/omni.ja -appomni /usr/lib/firefox/browser/omni.ja " +
+		"-appDir /usr/lib/firefox/browser " + strings.Repeat("--flag=value ", 300)
+	c.ExeSHA256 = strings.Repeat("0123456789abcdef", 4)
+	c.Unit = "app-gnome-org.mozilla.firefox-4242.scope/very/deep/cgroup/path/for/the/process.scope"
+	c.App = "flatpak:org.mozilla.firefox"
+	c.LocalIP, c.LocalPort, c.Iface = netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678"), 54321, "wlp2s0"
+	long.Count = 12
+	f := newFake(long, pend(8, "example.net"))
+	h := start(t, f, Options{DaemonDefault: shared.ActionDeny, Lifetime: shared.LifetimeForever,
+		Apps: apps{c.Exe: {Name: "Steam Runtime Helper With A Long Name", Match: desktop.MatchBasename,
+			File: "/home/alice/.local/share/flatpak/exports/share/applications/org.mozilla.firefox.desktop"}}})
+	h.waitFor("the prompt", func() bool { return h.showsID(7) })
+	var plain, details fyne.Size
+	h.ui(func() {
+		plain = h.fitted()
+		h.p.detailsOn.SetChecked(true)
+		details = h.fitted()
+	})
+	t.Logf("MinSize: %v without details, %v with", plain, details)
+	if plain.Height > 480 || details.Height > 640 {
+		t.Errorf("prompt too tall: %.0f px without details (max 480), %.0f px with (max 640)", plain.Height, details.Height)
+	}
+	if plain.Width > Width || details.Width > Width {
+		t.Errorf("prompt wider than %d px: %.0f, %.0f", Width, plain.Width, details.Width)
+	}
+	if details.Height <= plain.Height {
+		t.Errorf("details (%.0f px) do not add lines (%.0f px without)", details.Height, plain.Height)
+	}
+	// The whole command line is one hover away.
+	h.ui(func() {
+		var cmd *hoverText
+		walk(h.p.w.Content(), func(o fyne.CanvasObject) {
+			if ht, ok := o.(*hoverText); ok {
+				cmd = ht
+			}
+		})
+		if cmd == nil || len([]rune(cmd.label.Text)) > 80 || !strings.HasPrefix(cmd.label.Text, "/usr/lib/firefox/firefox -contentproc") {
+			t.Fatalf("command line not shortened in a hover text: %+v", cmd)
+		}
+		cmd.MouseIn(nil)
+		cmd.MouseOut() // the pop-up came over the label: it stays
+		if !cmd.shown() || cmd.text.Text != c.Cmdline[:maxPopUpText]+"…" {
+			t.Fatalf("hover shows %v %q", cmd.shown(), cmd.text.Text)
+		}
+		if p := cmd.pop.Position(); p.Y > h.p.w.Canvas().Size().Height/2 {
+			t.Errorf("pop-up at %v, not over the command line", p)
+		}
+		cmd.pop.Content.(fdesktop.Hoverable).MouseOut()
+		if cmd.shown() {
+			t.Error("pop-up stays after the pointer left it")
+		}
+		cmd.Tapped(nil)
+		if !cmd.shown() {
+			t.Error("a tap does not show the whole command line")
+		}
+		cmd.pop.Content.(fyne.Tappable).Tapped(nil)
+		if cmd.shown() {
+			t.Error("a tap on the pop-up does not close it")
+		}
+	})
+}
+
+// TestChosenAnswerShown: A and D mark the button Enter answers with (an
+// outline in its colour) and colour the "Enter: …" hint alike.
+func TestChosenAnswerShown(t *testing.T) {
+	f := newFake(pend(7, "example.org"))
+	h := start(t, f, Options{ArmDelay: -1})
+	h.waitFor("the prompt", func() bool { return h.showsID(7) })
+	shown := func() (allow, deny bool, hint widget.Importance) {
+		return h.p.allowMark.StrokeColor != color.Transparent, h.p.denyMark.StrokeColor != color.Transparent, h.p.enter.Importance
+	}
+	check := func(when string, wantAllow bool, wantHint string) {
+		t.Helper()
+		h.ui(func() {
+			a, d, imp := shown()
+			wantImp := widget.DangerImportance
+			if wantAllow {
+				wantImp = widget.HighImportance
+			}
+			if a != wantAllow || d == wantAllow || imp != wantImp || !h.shows(wantHint) {
+				t.Errorf("%s: allow marked %v, deny marked %v, hint importance %v, shows %q: %v", when, a, d, imp, wantHint, h.shows(wantHint))
+			}
+		})
+	}
+	check("at first", false, "Enter: deny once")
+	h.typeRunes("a")
+	check("after A", true, "Enter: allow once")
+	h.typeRunes("d")
+	check("after D", false, "Enter: deny once")
+
+	// Keys still answer while a choice has the keyboard focus (its menu
+	// was opened and closed without a choice).
+	h.ui(func() {
+		h.p.w.Canvas().Focus(h.p.scope)
+		h.p.lifetime.SetSelected("This session")
+		h.p.w.Canvas().Focus(h.p.scope)
+		if foc := h.p.w.Canvas().Focused(); foc != h.p.scope {
+			t.Fatalf("focused: %T", foc)
+		}
+		h.p.w.Canvas().Focused().TypedRune('a') // as the window does with a focused object
+	})
+	check("after A with the scope focused", true, "Enter: allow this session")
+	h.ui(func() { h.p.w.Canvas().Focused().TypedKey(&fyne.KeyEvent{Name: fyne.KeyReturn}) })
+	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
+	if a := f.answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionAllow, Lifetime: shared.LifetimeSession, Scope: shared.ScopeExeHostPort}) {
+		t.Errorf("answer %+v", a)
+	}
 }

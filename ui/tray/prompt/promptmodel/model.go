@@ -127,8 +127,11 @@ type Model struct {
 	lifetime shared.Lifetime
 	scope    shared.AnswerScope
 	details  bool
-	busy     bool   // an answer is on its way to the daemon
-	message  string // the last answer's trouble, "" if none
+	busy     bool // an answer is on its way to the daemon
+	// daemonDefault is what the daemon does with an unanswered
+	// connection; "" while not known.
+	daemonDefault shared.Action
+	message       string // the last answer's trouble, "" if none
 }
 
 // New makes a model with nothing waiting.
@@ -214,8 +217,24 @@ func (m *Model) Countdown(now time.Time) time.Duration {
 	return max(p.Deadline.Sub(now), 0)
 }
 
-// CountdownText says when the default action applies, in whole seconds
-// rounded up: "Default action in 25s".
+// SetDaemonDefault records the daemon's default action (GetStatus's
+// DefaultAction): what happens to a connection nobody answers. "" or an
+// action this model does not know leaves it unknown.
+func (m *Model) SetDaemonDefault(a shared.Action) {
+	switch a {
+	case shared.ActionAllow, shared.ActionDeny, shared.ActionReject:
+		m.daemonDefault = a
+	default:
+		m.daemonDefault = ""
+	}
+}
+
+// DaemonDefault is the daemon's default action, "" when not known.
+func (m *Model) DaemonDefault() shared.Action { return m.daemonDefault }
+
+// CountdownText says what happens when, in whole seconds rounded up:
+// "Denied in 25 s unless you answer" ("Allowed", "Rejected" by the
+// daemon's default action; "Default action" while it is not known).
 func (m *Model) CountdownText(now time.Time) string {
 	p, ok := m.Current()
 	switch {
@@ -224,12 +243,21 @@ func (m *Model) CountdownText(now time.Time) string {
 	case p.Deadline.IsZero():
 		return "No deadline known"
 	}
+	what := "Default action"
+	switch m.daemonDefault {
+	case shared.ActionAllow:
+		what = "Allowed"
+	case shared.ActionDeny:
+		what = "Denied"
+	case shared.ActionReject:
+		what = "Rejected"
+	}
 	d := m.Countdown(now)
 	if d <= 0 {
-		return "Default action now"
+		return what + " now: no answer in time"
 	}
 	secs := (d + time.Second - 1) / time.Second
-	return fmt.Sprintf("Default action in %ds", secs)
+	return fmt.Sprintf("%s in %d s unless you answer", what, secs)
 }
 
 // Action, Lifetime and Scope are the current choices.
@@ -338,9 +366,28 @@ func (m *Model) Busy() bool { return m.busy }
 // Message is the trouble with the last answer, "" if none.
 func (m *Model) Message() string { return m.message }
 
-// Fact is one line about a connection: a label and its value.
+// Fact is one line about a connection: a label and its value. Full is
+// the whole value when Value is shortened (a long command line), else "".
 type Fact struct {
-	Label, Value string
+	Label, Value, Full string
+}
+
+// MaxValue is the longest value (in characters) a fact line shows; longer
+// ones are shortened in the middle (Shorten), with Fact.Full holding them
+// whole.
+const MaxValue = 80
+
+// Shorten cuts s to at most n characters by taking out its middle
+// ("/usr/lib/firefox/firefox -contentproc … -appDir /usr/lib/firefox"):
+// both the program and the last arguments stay in sight.
+func Shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n || n < 3 {
+		return s
+	}
+	head := (n - 1) / 2
+	tail := n - 1 - head
+	return strings.TrimRight(string(r[:head]), " ") + "…" + strings.TrimLeft(string(r[len(r)-tail:]), " ")
 }
 
 // AppName is the name to show for the connection's application: the
@@ -398,45 +445,34 @@ func RemoteWithPort(c shared.Connection) string {
 	return r + ":" + strconv.Itoa(int(c.RemotePort))
 }
 
-// Facts are the lines shown about a pending group: application, executable,
-// command line, pid, user, remote host names and address, port, protocol,
-// direction and how many attempts it groups.
+// Facts are the lines shown about a pending group under the headline,
+// grouped so that a glance takes them in:
+//
+//	Remote   example.org (93.184.216.34) · port 443 · tcp · outgoing
+//	Process  /usr/bin/curl · pid 4242 · user alice (1000)
+//	Command  curl https://example.org  (shortened in the middle; Full whole)
+//	Seen     3 attempts  (only when the group holds more than one)
+//
+// The application's name is the headline's (Headline).
 func Facts(p shared.Pending, app desktop.App, found bool) []Fact {
 	c := p.Connection
-	fs := []Fact{{"Application", AppName(c, app, found)}}
-	switch {
-	case c.Exe != "":
-		fs = append(fs, Fact{"Executable", c.Exe})
-	case c.ExeClaimed != "":
-		fs = append(fs, Fact{"Executable", c.ExeClaimed + " (unverified)"})
-	default:
-		fs = append(fs, Fact{"Executable", "unknown"})
+	remote := "unknown address"
+	if c.RemoteIP.IsValid() {
+		remote = c.RemoteIP.String()
 	}
-	if c.Cmdline != "" {
-		fs = append(fs, Fact{"Command line", c.Cmdline})
-	}
-	pid := "not found (attributed to the user only)"
-	if c.PID > 0 {
-		pid = strconv.Itoa(c.PID)
-	}
-	fs = append(fs, Fact{"Process id", pid}, Fact{"User", user(c)})
-	hosts := "(no name known)"
 	if len(c.Hosts) > 0 {
-		hosts = strings.Join(c.Hosts, ", ")
+		hosts := strings.Join(c.Hosts[:min(len(c.Hosts), 3)], ", ")
+		if n := len(c.Hosts) - 3; n > 0 {
+			hosts += fmt.Sprintf(" +%d", n)
+		}
+		remote = hosts + " (" + remote + ")"
 		if c.HostSource == shared.HostFromAny {
-			hosts += " (named by another user's lookup)"
+			remote += ", named by another user's lookup"
 		}
 	}
-	fs = append(fs, Fact{"Remote host", hosts})
-	addr := "unknown"
-	if c.RemoteIP.IsValid() {
-		addr = c.RemoteIP.String()
-	}
-	fs = append(fs, Fact{"Remote address", addr})
+	port := "port " + portText(c.RemotePort)
 	if c.Direction == shared.DirectionIn {
-		fs = append(fs, Fact{"Local port", portText(c.LocalPort)})
-	} else {
-		fs = append(fs, Fact{"Port", portText(c.RemotePort)})
+		port = "local port " + portText(c.LocalPort)
 	}
 	proto := string(c.Proto)
 	if proto == "" {
@@ -446,13 +482,39 @@ func Facts(p shared.Pending, app desktop.App, found bool) []Fact {
 	if c.Direction == shared.DirectionIn {
 		dir = "incoming"
 	}
-	fs = append(fs, Fact{"Protocol", proto}, Fact{"Direction", dir}, Fact{"Attempts", strconv.Itoa(max(p.Count, 1))})
+	fs := []Fact{{Label: "Remote", Value: dots(remote, port, proto, dir)}}
+
+	exe := "unknown program"
+	switch {
+	case c.Exe != "":
+		exe = c.Exe
+	case c.ExeClaimed != "":
+		exe = c.ExeClaimed + " (unverified)"
+	}
+	pid := "no process found (attributed to the user only)"
+	if c.PID > 0 {
+		pid = "pid " + strconv.Itoa(c.PID)
+	}
+	fs = append(fs, Fact{Label: "Process", Value: dots(Shorten(exe, MaxValue/2), pid, "user "+user(c))})
+	if c.Cmdline != "" {
+		f := Fact{Label: "Command", Value: Shorten(c.Cmdline, MaxValue)}
+		if f.Value != c.Cmdline {
+			f.Full = c.Cmdline
+		}
+		fs = append(fs, f)
+	}
+	if p.Count > 1 {
+		fs = append(fs, Fact{Label: "Seen", Value: strconv.Itoa(p.Count) + " attempts"})
+	}
 	return fs
 }
 
-// DetailFacts are the lines the "Details" toggle shows: parent process,
-// sha256, cgroup/unit, app id, how the connection was attributed, the local
-// end and the desktop entry found.
+// DetailFacts are the lines the "Details" toggle adds, four at most:
+//
+//	Parent    pid 4200 · unit app-gnome-curl-1.scope
+//	SHA-256   0123…
+//	Found     by the socket's process · app flatpak:… · desktop entry /usr/share/applications/curl.desktop
+//	Local     10.0.0.2 port 5555 on eth0 · waiting since 12:00:00
 func DetailFacts(p shared.Pending, app desktop.App, found bool) []Fact {
 	c := p.Connection
 	or := func(s, none string) string {
@@ -461,17 +523,13 @@ func DetailFacts(p shared.Pending, app desktop.App, found bool) []Fact {
 		}
 		return s
 	}
-	ppid := "unknown"
+	ppid := "parent unknown"
 	if c.PPID > 0 {
-		ppid = strconv.Itoa(c.PPID)
+		ppid = "pid " + strconv.Itoa(c.PPID)
 	}
 	fs := []Fact{
-		{"Parent process id", ppid},
-		{"SHA-256", or(c.ExeSHA256, "not known")},
-		{"Cgroup / unit", or(c.Unit, "not known")},
-	}
-	if c.App != "" {
-		fs = append(fs, Fact{"Sandboxed app", c.App})
+		{Label: "Parent", Value: dots(ppid, "unit "+Shorten(or(c.Unit, "not known"), MaxValue/2))},
+		{Label: "SHA-256", Value: or(c.ExeSHA256, "not known")},
 	}
 	attr := string(c.Attribution)
 	switch c.Attribution {
@@ -480,11 +538,18 @@ func DetailFacts(p shared.Pending, app desktop.App, found bool) []Fact {
 	case shared.AttributedUIDOnly:
 		attr = "by user only: the process could not be found"
 	case shared.AttributedNone:
-		attr = "none: not even a user"
+		attr = "not at all: not even a user"
 	case "":
-		attr = "not said"
+		attr = "attribution not said"
 	}
-	fs = append(fs, Fact{"Attribution", attr})
+	how := []string{attr}
+	if c.App != "" {
+		how = append(how, "sandboxed app "+c.App)
+	}
+	if found && app.File != "" {
+		how = append(how, "desktop entry "+Shorten(app.File, MaxValue/2))
+	}
+	fs = append(fs, Fact{Label: "Found", Value: dots(how...)})
 	local := "unknown"
 	if c.LocalIP.IsValid() {
 		local = c.LocalIP.String()
@@ -495,15 +560,16 @@ func DetailFacts(p shared.Pending, app desktop.App, found bool) []Fact {
 	if c.Iface != "" {
 		local += " on " + c.Iface
 	}
-	fs = append(fs, Fact{"Local end", local})
-	if found && app.File != "" {
-		fs = append(fs, Fact{"Desktop entry", app.File})
-	}
+	l := []string{local}
 	if !p.Since.IsZero() {
-		fs = append(fs, Fact{"Waiting since", p.Since.Local().Format(time.TimeOnly)})
+		l = append(l, "waiting since "+p.Since.Local().Format(time.TimeOnly))
 	}
+	fs = append(fs, Fact{Label: "Local", Value: dots(l...)})
 	return fs
 }
+
+// dots joins parts of a fact line with a middle dot.
+func dots(parts ...string) string { return strings.Join(parts, " · ") }
 
 func user(c shared.Connection) string {
 	switch {

@@ -3,6 +3,7 @@ package promptmodel
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,12 +158,12 @@ func TestQueueAndCountdown(t *testing.T) {
 		countdown string
 		armLeft   time.Duration
 	}{
-		{0, "Default action in 30s", 2 * time.Second},
-		{1500 * time.Millisecond, "Default action in 29s", 500 * time.Millisecond}, // 28.5s rounds up
-		{2 * time.Second, "Default action in 28s", 0},
-		{29*time.Second + time.Millisecond, "Default action in 1s", 0},
-		{30 * time.Second, "Default action now", 0},
-		{45 * time.Second, "Default action now", 0},
+		{0, "Default action in 30 s unless you answer", 2 * time.Second},
+		{1500 * time.Millisecond, "Default action in 29 s unless you answer", 500 * time.Millisecond}, // 28.5s rounds up
+		{2 * time.Second, "Default action in 28 s unless you answer", 0},
+		{29*time.Second + time.Millisecond, "Default action in 1 s unless you answer", 0},
+		{30 * time.Second, "Default action now: no answer in time", 0},
+		{45 * time.Second, "Default action now: no answer in time", 0},
 	} {
 		now := t0.Add(tt.at)
 		if got := m.CountdownText(now); got != tt.countdown {
@@ -208,51 +209,101 @@ func TestProcessLifetimeNeedsAProcess(t *testing.T) {
 	}
 }
 
+func TestCountdownNamesTheDefault(t *testing.T) {
+	m := New(Options{})
+	m.SetQueue([]shared.Pending{pend(1)}, t0)
+	at := t0.Add(18 * time.Second)
+	for _, tt := range []struct {
+		def  shared.Action
+		want string
+	}{
+		{shared.ActionDeny, "Denied in 12 s unless you answer"},
+		{shared.ActionReject, "Rejected in 12 s unless you answer"},
+		{shared.ActionAllow, "Allowed in 12 s unless you answer"},
+		{"", "Default action in 12 s unless you answer"},
+		{"bogus", "Default action in 12 s unless you answer"},
+	} {
+		m.SetDaemonDefault(tt.def)
+		if got := m.CountdownText(at); got != tt.want {
+			t.Errorf("default %q: %q, want %q", tt.def, got, tt.want)
+		}
+	}
+	m.SetDaemonDefault(shared.ActionReject)
+	if got := m.CountdownText(t0.Add(time.Minute)); got != "Rejected now: no answer in time" {
+		t.Errorf("due: %q", got)
+	}
+	// The daemon's default is not the preselected answer.
+	if m.Action() != shared.ActionDeny || m.DaemonDefault() != shared.ActionReject {
+		t.Errorf("action %s, daemon default %s", m.Action(), m.DaemonDefault())
+	}
+}
+
+func TestShorten(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"0123456789", 10, "0123456789"},
+		{"0123456789a", 10, "0123…6789a"},
+		{"/usr/lib/firefox/firefox -contentproc -childID 12 -isForBrowser -appDir /usr/lib/firefox/browser", 40,
+			"/usr/lib/firefox/fi…/lib/firefox/browser"},
+		{"spaces   around   the   cut", 9, "spac…cut"},
+		{"ääääääääää", 5, "ää…ää"},
+		{"abc", 2, "abc"},
+	} {
+		got := Shorten(tt.in, tt.n)
+		if got != tt.want {
+			t.Errorf("Shorten(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+		if n := len([]rune(got)); n > max(tt.n, len([]rune(tt.in))) || (len([]rune(tt.in)) > tt.n && tt.n >= 3 && n > tt.n) {
+			t.Errorf("Shorten(%q, %d): %d characters", tt.in, tt.n, n)
+		}
+	}
+}
+
 func TestFacts(t *testing.T) {
 	p := pend(1)
 	p.Count = 3
 	got := Facts(p, desktop.App{}, false)
 	want := []Fact{
-		{"Application", "curl"},
-		{"Executable", "/usr/bin/curl"},
-		{"Command line", "curl https://example.org"},
-		{"Process id", "4242"},
-		{"User", "alice (1000)"},
-		{"Remote host", "example.org"},
-		{"Remote address", "93.184.216.34"},
-		{"Port", "443"},
-		{"Protocol", "tcp"},
-		{"Direction", "outgoing"},
-		{"Attempts", "3"},
+		{Label: "Remote", Value: "example.org (93.184.216.34) · port 443 · tcp · outgoing"},
+		{Label: "Process", Value: "/usr/bin/curl · pid 4242 · user alice (1000)"},
+		{Label: "Command", Value: "curl https://example.org"},
+		{Label: "Seen", Value: "3 attempts"},
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("facts:\n got %v\nwant %v", got, want)
+		t.Errorf("facts:\n got %q\nwant %q", got, want)
 	}
 	if h := Headline(p.Connection, desktop.App{}, false); h != "curl wants to connect to example.org:443" {
 		t.Errorf("headline %q", h)
+	}
+	// One attempt is not worth a line; a long command line is shortened
+	// in the middle, kept whole in Full.
+	p.Count = 1
+	long := "/usr/lib/firefox/firefox -contentproc -childID 12 -isForBrowser -prefsLen 31234 -prefMapSize 244787 -parentBuildID 20241120 -appDir /usr/lib/firefox/browser 4242 true tab"
+	p.Connection.Cmdline = long
+	got = Facts(p, desktop.App{}, false)
+	if len(got) != 3 || got[2].Label != "Command" || got[2].Full != long || len([]rune(got[2].Value)) != MaxValue ||
+		!strings.HasPrefix(got[2].Value, "/usr/lib/firefox/firefox -contentproc") || !strings.HasSuffix(got[2].Value, "browser 4242 true tab") {
+		t.Errorf("facts with a long command line: %q", got)
 	}
 
 	// Unverified executable, no process, names from someone else, inbound.
 	u := pend(2)
 	u.Connection = shared.Connection{Direction: shared.DirectionIn, Proto: shared.ProtoUDP, UID: -1, GID: -1,
 		ExeClaimed: "/tmp/fake", RemoteIP: netip.MustParseAddr("2001:db8::1"), LocalPort: 5353,
-		Hosts: []string{"a.example", "b.example"}, HostSource: shared.HostFromAny, Attribution: shared.AttributedUIDOnly}
-	f := map[string]string{}
-	for _, x := range Facts(u, desktop.App{}, false) {
-		f[x.Label] = x.Value
+		Hosts: []string{"a.example", "b.example", "c.example", "d.example", "e.example"}, HostSource: shared.HostFromAny, Attribution: shared.AttributedUIDOnly}
+	got = Facts(u, desktop.App{}, false)
+	want = []Fact{
+		{Label: "Remote", Value: "a.example, b.example, c.example +2 (2001:db8::1), named by another user's lookup · local port 5353 · udp · incoming"},
+		{Label: "Process", Value: "/tmp/fake (unverified) · no process found (attributed to the user only) · user unknown"},
 	}
-	for k, v := range map[string]string{
-		"Application": "fake (unverified)", "Executable": "/tmp/fake (unverified)", "Process id": "not found (attributed to the user only)",
-		"User": "unknown", "Remote host": "a.example, b.example (named by another user's lookup)", "Local port": "5353",
-		"Direction": "incoming", "Protocol": "udp", "Attempts": "1",
-	} {
-		if f[k] != v {
-			t.Errorf("%s: %q, want %q", k, f[k], v)
-		}
+	if !slices.Equal(got, want) {
+		t.Errorf("facts:\n got %q\nwant %q", got, want)
 	}
-	if _, ok := f["Command line"]; ok {
-		t.Error("empty command line shown")
-	}
+	u.Connection.Hosts = []string{"a.example"}
 	if h := Headline(u.Connection, desktop.App{}, false); h != "fake (unverified) wants to accept a connection from a.example on port 5353" {
 		t.Errorf("headline %q", h)
 	}
@@ -261,6 +312,9 @@ func TestFacts(t *testing.T) {
 	noName.Connection.RemoteIP = netip.MustParseAddr("2001:db8::2")
 	if h := Headline(noName.Connection, desktop.App{}, false); h != "curl wants to connect to [2001:db8::2]:443" {
 		t.Errorf("headline %q", h)
+	}
+	if f := Facts(noName, desktop.App{}, false); f[0].Value != "2001:db8::2 · port 443 · tcp · outgoing" {
+		t.Errorf("remote without a name: %q", f[0].Value)
 	}
 
 	// A desktop entry names the app; a file-name-only match says so.
@@ -278,15 +332,21 @@ func TestFacts(t *testing.T) {
 		t.Errorf("app name %q", n)
 	}
 
-	d := map[string]string{}
-	for _, x := range DetailFacts(p, app, true) {
-		d[x.Label] = x.Value
+	p.Connection.LocalIP, p.Connection.LocalPort, p.Connection.Iface = netip.MustParseAddr("10.0.0.2"), 40000, "eth0"
+	p.Connection.App = "flatpak:org.example.App"
+	got = DetailFacts(p, app, true)
+	want = []Fact{
+		{Label: "Parent", Value: "pid 1 · unit app-foo.scope"},
+		{Label: "SHA-256", Value: "ab12"},
+		{Label: "Found", Value: "by the socket's process · sandboxed app flatpak:org.example.App · desktop entry /usr/share/applications/firefox.desktop"},
+		{Label: "Local", Value: "10.0.0.2 port 40000 on eth0 · waiting since " + t0.Local().Format(time.TimeOnly)},
 	}
-	for k, v := range map[string]string{"Parent process id": "1", "SHA-256": "ab12", "Cgroup / unit": "app-foo.scope",
-		"Attribution": "by the socket's process", "Desktop entry": "/usr/share/applications/firefox.desktop"} {
-		if d[k] != v {
-			t.Errorf("detail %s: %q, want %q", k, d[k], v)
-		}
+	if !slices.Equal(got, want) {
+		t.Errorf("details:\n got %q\nwant %q", got, want)
+	}
+	if d := DetailFacts(shared.Pending{Connection: shared.Connection{UID: -1}}, desktop.App{}, false); len(d) != 4 ||
+		d[0].Value != "parent unknown · unit not known" || d[1].Value != "not known" || d[2].Value != "attribution not said" || d[3].Value != "unknown" {
+		t.Errorf("details of nothing known: %q", d)
 	}
 }
 
