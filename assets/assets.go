@@ -32,6 +32,18 @@ const (
 	AppIconSmallSize = 48
 )
 
+// PendingBadge is where the badge circle of the pending icon lies in its
+// 64×64 render (status-pending.svg: circle cx 49.5 cy 14.5 r 12.5, a white
+// stroke of 3.5 half inside): the tray writes the number waiting inside
+// InnerRadius, in BadgeText's colour on the badge's amber.
+var PendingBadge = struct {
+	CenterX, CenterY, InnerRadius float64
+}{49.5, 14.5, 10.75}
+
+// BadgeText is the colour of the number on the pending badge (dark on
+// amber #f59e0b) as 0xRRGGBB.
+const BadgeText = 0x1c1917
+
 //go:embed icons/status-enforcing.png
 var statusEnforcingPNG []byte
 

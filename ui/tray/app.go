@@ -3,6 +3,7 @@ package tray
 import (
 	"context"
 	"fmt"
+	"image/color"
 	"log/slog"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/tollgate-fw/tollgate/assets"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
+	"github.com/tollgate-fw/tollgate/ui/tray/badge"
 	"github.com/tollgate-fw/tollgate/ui/tray/connections"
 	"github.com/tollgate-fw/tollgate/ui/tray/prompt"
 	"github.com/tollgate-fw/tollgate/ui/tray/rules"
@@ -80,8 +82,9 @@ type App struct {
 	pendItm   *fyne.MenuItem
 	modeItms  map[string]*fyne.MenuItem
 	win       *statusWindow
-	icons     map[Icon]fyne.Resource
-	shownIcon Icon
+	icons     map[string]fyne.Resource // by iconName
+	shownIcon string
+	badges    *badge.Icons // the pending icon with the number waiting
 
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
@@ -112,7 +115,10 @@ func New(a fyne.App, o Options) (*App, error) {
 	if o.TrayHost == nil {
 		o.TrayHost = TrayHostPresent
 	}
-	t := &App{fa: a, o: o, log: o.Log, notify: a.SendNotification, ui: fyne.Do, icons: map[Icon]fyne.Resource{}}
+	t := &App{fa: a, o: o, log: o.Log, notify: a.SendNotification, ui: fyne.Do, icons: map[string]fyne.Resource{}}
+	t.badges = badge.NewIcons(assets.StatusIcon(assets.StatusPending),
+		badge.Circle{CenterX: assets.PendingBadge.CenterX, CenterY: assets.PendingBadge.CenterY, Radius: assets.PendingBadge.InnerRadius},
+		color.RGBA{R: assets.BadgeText >> 16 & 0xff, G: assets.BadgeText >> 8 & 0xff, B: assets.BadgeText & 0xff, A: 0xff})
 	t.bus = NewBus(o.Dial, o.Log.With("part", "bus"))
 	a.SetIcon(fyne.NewStaticResource("tollgate.png", assets.AppIcon()))
 
@@ -331,14 +337,14 @@ func (t *App) apply() {
 	s := t.State()
 	t.applyMenu(s)
 	if t.tray != nil && t.menu != nil {
-		if ic := s.Icon(); ic != t.shownIcon {
-			t.tray.SetSystemTrayIcon(t.icon(ic))
-			t.shownIcon = ic
+		if name := t.iconName(s); name != t.shownIcon {
+			t.tray.SetSystemTrayIcon(t.icon(s))
+			t.shownIcon = name
 		}
 		t.tray.SetSystemTrayMenu(t.menu)
 	}
 	if t.win != nil {
-		t.win.update(s, t.icon(s.Icon()))
+		t.win.update(s, t.icon(s))
 	}
 }
 
@@ -360,12 +366,34 @@ var assetStatus = map[Icon]assets.Status{
 	IconPending:     assets.StatusPending,
 }
 
-func (t *App) icon(ic Icon) fyne.Resource {
-	if r, ok := t.icons[ic]; ok {
+// iconName names the icon for s: its Icon, with the badge's text when
+// prompts wait ("pending-3", "pending-9+").
+func (t *App) iconName(s State) string {
+	if ic := s.Icon(); ic != IconPending {
+		return string(ic)
+	}
+	return string(IconPending) + "-" + badge.Text(s.Waiting)
+}
+
+// icon is the picture for s (Fyne's goroutine): the status's, with the
+// number waiting on the pending icon's badge.
+func (t *App) icon(s State) fyne.Resource {
+	name := t.iconName(s)
+	if r, ok := t.icons[name]; ok {
 		return r
 	}
-	r := fyne.NewStaticResource("tollgate-"+string(ic)+".png", assets.StatusIcon(assetStatus[ic]))
-	t.icons[ic] = r
+	ic := s.Icon()
+	data := assets.StatusIcon(assetStatus[ic])
+	if ic == IconPending {
+		b, _, err := t.badges.For(s.Waiting)
+		if err != nil {
+			t.log.Warn("pending icon without its number", "waiting", s.Waiting, "err", err)
+		} else {
+			data = b
+		}
+	}
+	r := fyne.NewStaticResource("tollgate-"+name+".png", data)
+	t.icons[name] = r
 	return r
 }
 
@@ -374,6 +402,6 @@ func (t *App) showStatusWindow() {
 		t.win = newStatusWindow(t)
 	}
 	s := t.State()
-	t.win.update(s, t.icon(s.Icon()))
+	t.win.update(s, t.icon(s))
 	t.win.w.Show()
 }

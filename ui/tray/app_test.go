@@ -1,9 +1,11 @@
 package tray
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"image/png"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"fyne.io/fyne/v2/test"
 	"fyne.io/fyne/v2/widget"
 
+	"github.com/tollgate-fw/tollgate/assets"
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -388,4 +391,34 @@ func TestPromptKnowsTheDefaultAction(t *testing.T) {
 	fake.mu.Unlock()
 	fake.emit(dbus.Signal{Name: dbus.SignalStatusChanged})
 	waitFor(t, "the prompt told allow", func() bool { return tt.prompt.DaemonDefault() == shared.ActionAllow })
+}
+
+// TestPendingIconShowsTheCount: the pending icon carries the number
+// waiting (its own picture per count, made once), other states their own.
+func TestPendingIconShowsTheCount(t *testing.T) {
+	tt := newTestTray(t, newFakeSession("s1", ":1.5"), WindowNever)
+	tt.onUI(func() {
+		st := func(n int) State {
+			return State{Reachable: true, Status: shared.Status{Mode: ModeEnforcing}, Waiting: n}
+		}
+		three, four, many := tt.icon(st(3)), tt.icon(st(4)), tt.icon(st(12))
+		if tt.icon(st(3)) != three || tt.icon(st(15)) != many {
+			t.Error("icon made again for the same count")
+		}
+		names := map[string]bool{three.Name(): true, four.Name(): true, many.Name(): true}
+		if len(names) != 3 || bytes.Equal(three.Content(), four.Content()) || bytes.Equal(four.Content(), many.Content()) {
+			t.Errorf("counts share a picture: %v", names)
+		}
+		for _, r := range []fyne.Resource{three, four, many} {
+			if _, err := png.Decode(bytes.NewReader(r.Content())); err != nil {
+				t.Errorf("%s: %v", r.Name(), err)
+			}
+			if bytes.Equal(r.Content(), assets.StatusIcon(assets.StatusPending)) {
+				t.Errorf("%s: the bare pending icon", r.Name())
+			}
+		}
+		if e := tt.icon(st(0)); !bytes.Equal(e.Content(), assets.StatusIcon(assets.StatusEnforcing)) {
+			t.Errorf("nothing waiting: %s", e.Name())
+		}
+	})
 }
