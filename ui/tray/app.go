@@ -30,7 +30,7 @@ type AppFinder interface {
 type WindowMode string
 
 const (
-	WindowAuto   WindowMode = "auto"   // when no tray host is on the session bus at start
+	WindowAuto   WindowMode = "auto"   // while no tray host is on the session bus (looked for at start, then every Options.TrayHostEvery)
 	WindowAlways WindowMode = "always" // always, beside the icon
 	WindowNever  WindowMode = "never"  // never (prompts and windows still appear when needed)
 )
@@ -53,6 +53,10 @@ type Options struct {
 	// TrayHost, when set, replaces the look for a tray host on the session
 	// bus (tests).
 	TrayHost func(context.Context) bool
+	// TrayHostEvery is how often WindowAuto looks for a tray host again:
+	// the status window shows when the host leaves and hides when one
+	// appears. 0 = 10 s.
+	TrayHostEvery time.Duration
 }
 
 // App is the running tray: the bus, the watcher, the prompt, the windows,
@@ -82,6 +86,7 @@ type App struct {
 	pendItm   *fyne.MenuItem
 	modeItms  map[string]*fyne.MenuItem
 	win       *statusWindow
+	winShown  bool
 	icons     map[string]fyne.Resource // by iconName
 	shownIcon string
 	badges    *badge.Icons // the pending icon with the number waiting
@@ -189,6 +194,43 @@ func (t *App) Start(ctx context.Context) {
 	}
 	if show {
 		t.showStatusWindow()
+	}
+	if t.o.StatusWindow == WindowAuto && t.tray != nil {
+		hostThere := !show
+		t.workers.Go(func() { t.followTrayHost(ctx, hostThere) })
+	}
+}
+
+// followTrayHost looks for a tray host every Options.TrayHostEvery and
+// shows the status window when the host has gone, hides it when one has
+// come (a panel restarted, an extension turned on later).
+func (t *App) followTrayHost(ctx context.Context, there bool) {
+	every := t.o.TrayHostEvery
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		now := t.o.TrayHost(hctx)
+		cancel()
+		if now == there || ctx.Err() != nil {
+			continue
+		}
+		there = now
+		if there {
+			t.log.Info("a tray host appeared on the session bus: hiding the status window")
+			t.ui(t.hideStatusWindow)
+		} else {
+			t.log.Info("the tray host left the session bus: showing the status window")
+			t.ui(t.showStatusWindow)
+		}
 	}
 }
 
@@ -404,4 +446,13 @@ func (t *App) showStatusWindow() {
 	s := t.State()
 	t.win.update(s, t.icon(s))
 	t.win.w.Show()
+	t.winShown = true
+}
+
+// hideStatusWindow hides the status window, if shown. Fyne's goroutine.
+func (t *App) hideStatusWindow() {
+	if t.win != nil {
+		t.win.w.Hide()
+	}
+	t.winShown = false
 }

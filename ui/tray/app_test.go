@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,13 +36,24 @@ type testTray struct {
 
 func newTestTray(t *testing.T, fake *fakeSession, mode WindowMode) *testTray {
 	t.Helper()
+	return newTestTrayWith(t, fake, Options{StatusWindow: mode}, nil)
+}
+
+// newTestTrayWith is newTestTray with more options (UID, Dial and
+// ArmDelay are the test's) and a function run on the tray before Start.
+func newTestTrayWith(t *testing.T, fake *fakeSession, o Options, before func(*App)) *testTray {
+	t.Helper()
 	fa := test.NewTempApp(t)
 	d := &dialer{}
 	d.push(fake)
 	tt := &testTray{fa: fa, fake: fake}
-	a, err := New(fa, Options{UID: 1000, Dial: d.dial, StatusWindow: mode, ArmDelay: -1})
+	o.UID, o.Dial, o.ArmDelay = 1000, d.dial, -1
+	a, err := New(fa, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(a)
 	}
 	tt.App = a
 	a.ui = func(f func()) {
@@ -419,6 +431,44 @@ func TestPendingIconShowsTheCount(t *testing.T) {
 		}
 		if e := tt.icon(st(0)); !bytes.Equal(e.Content(), assets.StatusIcon(assets.StatusEnforcing)) {
 			t.Errorf("nothing waiting: %s", e.Name())
+		}
+	})
+}
+
+// fakeTrayHost is a driver's system tray (the test app has none).
+type fakeTrayHost struct{ icon fyne.Resource }
+
+func (f *fakeTrayHost) SetSystemTrayMenu(*fyne.Menu)      {}
+func (f *fakeTrayHost) SetSystemTrayIcon(r fyne.Resource) { f.icon = r }
+func (f *fakeTrayHost) SetSystemTrayWindow(fyne.Window)   {}
+
+// TestStatusWindowFollowsTrayHost: with the window on auto, the status
+// window shows when the tray host leaves the session bus and hides when
+// one comes back.
+func TestStatusWindowFollowsTrayHost(t *testing.T) {
+	var host atomic.Bool
+	host.Store(true)
+	tray := &fakeTrayHost{}
+	tt := newTestTrayWith(t, newFakeSession("s1", ":1.5"), Options{StatusWindow: WindowAuto,
+		TrayHost: func(context.Context) bool { return host.Load() }, TrayHostEvery: time.Millisecond},
+		func(a *App) { a.tray = tray })
+	shown := func() bool {
+		var s bool
+		tt.onUI(func() { s = tt.winShown })
+		return s
+	}
+	if shown() {
+		t.Fatal("status window shown with a tray host there")
+	}
+	host.Store(false)
+	waitFor(t, "the status window after the host left", shown)
+	host.Store(true)
+	waitFor(t, "the status window hidden when a host came", func() bool { return !shown() })
+	host.Store(false)
+	waitFor(t, "the status window again", shown)
+	tt.onUI(func() {
+		if tray.icon == nil {
+			t.Error("no icon given to the tray")
 		}
 	})
 }
