@@ -402,13 +402,14 @@ func BenchmarkDecide(b *testing.B) {
 	e.SetRules(rules.NewSet([]shared.Rule{allowCurl443()}))
 	p := queue.Packet{Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2}
 	ctx := context.Background()
+	c := new(shared.Connection) // a worker's
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p.ID = uint32(i)
 		e.mu.Lock()
 		e.held[p.ID] = held{since: time.Now()}
 		e.mu.Unlock()
-		e.decide(ctx, p)
+		e.decide(ctx, p, c)
 	}
 }
 

@@ -1,0 +1,146 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-fw/tollgate/daemon/attribution"
+	"github.com/tollgate-fw/tollgate/daemon/config"
+	"github.com/tollgate-fw/tollgate/daemon/queue"
+	"github.com/tollgate-fw/tollgate/daemon/rules"
+	"github.com/tollgate-fw/tollgate/shared"
+)
+
+// gatedRecorder records batches, each AppendLog waiting until gate is
+// closed.
+type gatedRecorder struct {
+	gate    chan struct{}
+	entered chan struct{} // one send per AppendLog call, before it waits
+	mu      sync.Mutex
+	batches []int
+	ids     map[uint64]bool
+}
+
+func newGatedRecorder() *gatedRecorder {
+	return &gatedRecorder{gate: make(chan struct{}), entered: make(chan struct{}, 1000), ids: make(map[uint64]bool)}
+}
+
+func (r *gatedRecorder) AppendLog(es []shared.LogEntry) error {
+	r.entered <- struct{}{}
+	<-r.gate
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, len(es))
+	for _, e := range es {
+		r.ids[e.Connection.ID] = true
+	}
+	return nil
+}
+
+// runLogEngine runs an engine allowing curl's port 443 with rec as its log;
+// the returned stop ends Run and waits for it.
+func runLogEngine(t *testing.T, flush time.Duration, rec Recorder) (*Engine, *fakeQueue, func()) {
+	t.Helper()
+	q := newFakeQueue()
+	att := &fakeAttrib{procs: map[uint16]attribution.Process{curlPort: {PID: 100, Exe: "/usr/bin/curl", UID: 1000}}}
+	e := New(Options{DefaultAction: shared.ActionDeny, Mode: config.ModeEnforcing, WatchdogAge: time.Hour, LogFlush: flush,
+		Backlog: 8192}, slog.New(slog.NewTextHandler(io.Discard, nil)), q, att, rec)
+	e.SetRules(rules.NewSet([]shared.Rule{allowCurl443()}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return e, q, stop
+}
+
+// A stalled log never holds up a verdict: decisions go on, the entries
+// that find the buffers full are dropped and counted, and every other one
+// is written once the log moves again.
+func TestStalledLogDropsAndCountsButDecisionsGoOn(t *testing.T) {
+	rec := newGatedRecorder()
+	e, q, stop := runLogEngine(t, time.Hour, rec)
+	const n = 3 * logBatch // more than the channel and one batch hold
+	for i := 0; i < n; i++ {
+		e.Handle(queue.Packet{ID: uint32(i), Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
+	}
+	for i := 0; i < n; i++ {
+		if v := q.wait(t, uint32(i)); v.Kind != queue.Accept {
+			t.Fatalf("packet %d: verdict %+v", i, v)
+		}
+	}
+	<-rec.entered // the first full batch is being written (and stalls)
+	st := e.Stats()
+	if st.Decided != n {
+		t.Fatalf("decided %d of %d", st.Decided, n)
+	}
+	if min := uint64(n - logQueue - logBatch); st.LogDropped < min {
+		t.Fatalf("%d entries dropped with the log stalled, want at least %d", st.LogDropped, min)
+	}
+	close(rec.gate)
+	stop()
+	st = e.Stats()
+	rec.mu.Lock()
+	written := len(rec.ids)
+	rec.mu.Unlock()
+	if uint64(written)+st.LogDropped != n {
+		t.Fatalf("%d written + %d dropped, want %d", written, st.LogDropped, n)
+	}
+}
+
+// Entries reach the recorder in batches of logBatch while they come
+// faster than LogFlush, and what is left at stop is written then.
+func TestLogIsWrittenInLargeBatches(t *testing.T) {
+	rec := newGatedRecorder()
+	close(rec.gate)
+	e, q, stop := runLogEngine(t, time.Hour, rec)
+	const n = 2*logBatch + 10
+	for i := 0; i < n; i++ {
+		e.Handle(queue.Packet{ID: uint32(i), Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
+		if i%256 == 255 { // stay within what the buffers take
+			deadline := time.Now().Add(5 * time.Second)
+			for len(e.logBuf) > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("log writer took no entry for 5 s (%d waiting)", len(e.logBuf))
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		q.wait(t, uint32(i))
+	}
+	stop()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := []int{logBatch, logBatch, 10}; len(rec.batches) != 3 || rec.batches[0] != want[0] || rec.batches[1] != want[1] || rec.batches[2] != want[2] {
+		t.Fatalf("batches %v, want %v", rec.batches, want)
+	}
+	if st := e.Stats(); st.LogDropped != 0 || len(rec.ids) != n {
+		t.Fatalf("%d written, %d dropped, want %d and 0", len(rec.ids), st.LogDropped, n)
+	}
+}
+
+// With decisions trickling in, the log is written every LogFlush.
+func TestLogIsWrittenEveryFlush(t *testing.T) {
+	rec := newGatedRecorder()
+	close(rec.gate)
+	e, q, _ := runLogEngine(t, time.Millisecond, rec)
+	e.Handle(queue.Packet{ID: 1, Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
+	q.wait(t, 1)
+	select {
+	case <-rec.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("one entry not written within 5 s with LogFlush 1 ms")
+	}
+}
