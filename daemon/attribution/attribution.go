@@ -115,7 +115,11 @@ type Options struct {
 	// another one: the kernel offers the connector in the initial network
 	// namespace only, and process events do not depend on it.
 	ProcEventsNetns string
-	// IndexSize bounds the inode→pid index (per generation); default 32768.
+	// IndexSize bounds the inode→pid index (per generation); default
+	// 16384: the index holds the 16,384 to 32,768 sockets seen or used
+	// last, which at the benchmark's 7,000 new sockets a second is the
+	// last 2-4 s of churn, and at a desktop's rate everything it holds.
+	// Full, it takes some 2 MB.
 	IndexSize int
 	// ExitGrace is how long facts of a process that held a socket stay
 	// usable after it exits; default 5s.
@@ -207,13 +211,43 @@ type Attributor struct {
 	nLookups, nFound, nNoSocket, nIndexHits, nScans, nScanned, nCached, nRechecks, nExited, nLost, nVouched, nSeenAfter atomic.Uint64
 }
 
-// indexEntry says which process held a socket inode when last seen.
+// indexEntry says which process held a socket inode when last seen. It
+// holds no pointer and takes 24 bytes (with the key, a map slot is 32, was
+// 56 with a time.Time and two ints), so the index's maps are neither
+// scanned by the collector nor large.
 type indexEntry struct {
-	pid   int
-	fd    int
+	pid   int32 // Linux pids are below 2^22
+	fd    int32
 	start uint64 // the holder's start time
-	seen  time.Time
+	seen  int64  // monoNanos of the read that saw it
 }
+
+// newIndexEntry makes an entry; false when pid or fd does not fit (never
+// from a real /proc: such an entry is not kept).
+func newIndexEntry(pid, fd int, start uint64, seen int64) (indexEntry, bool) {
+	if pid != int(int32(pid)) || fd != int(int32(fd)) {
+		return indexEntry{}, false
+	}
+	return indexEntry{pid: int32(pid), fd: int32(fd), start: start, seen: seen}, true
+}
+
+// putIndex records that pid held inode at fd; a.mu held.
+func (a *Attributor) putIndex(inode uint64, pid, fd int, start uint64, seen int64) {
+	if e, ok := newIndexEntry(pid, fd, start, seen); ok {
+		a.index.put(inode, e)
+	}
+}
+
+// monoBase anchors monoNanos.
+var monoBase = time.Now()
+
+// monoNanos is t on the monotonic clock, as nanoseconds since monoBase
+// (for a t read from time.Now; a time without a monotonic reading counts
+// on the wall clock, as time.Time's own comparisons do).
+func monoNanos(t time.Time) int64 { return int64(t.Sub(monoBase)) }
+
+// monoNow is monoNanos(time.Now()).
+func monoNow() int64 { return int64(time.Since(monoBase)) }
 
 // mruEntry is a recent holder: pid, the socket owner it was found for,
 // and the fd where a search last found one of its sockets (-1: none), where
@@ -264,7 +298,7 @@ func New(ctx context.Context, log *slog.Logger, opts Options) (*Attributor, erro
 		opts.ProcRoot = "/proc"
 	}
 	if opts.IndexSize <= 0 {
-		opts.IndexSize = 32768
+		opts.IndexSize = 16384
 	}
 	if opts.ExitGrace <= 0 {
 		opts.ExitGrace = 5 * time.Second
@@ -435,10 +469,10 @@ func (a *Attributor) Lookup(ctx context.Context, q Query) (Process, bool, error)
 			// (exec prefetch, a previous lookup) may still name it.
 			f = a.cachedFacts(pid, st.Start)
 		}
-	} else if hint.pid > 0 && hint.start != 0 && time.Since(hint.seen) <= a.opts.ExitGrace {
+	} else if hint.pid > 0 && hint.start != 0 && monoNow()-hint.seen <= int64(a.opts.ExitGrace) {
 		// Nobody holds the socket now, but hint.pid did moments ago and
 		// has exited: its facts name the sender.
-		if f = a.cachedFacts(hint.pid, hint.start); f != nil && a.Alive(hint.pid, hint.start) {
+		if f = a.cachedFacts(int(hint.pid), hint.start); f != nil && a.Alive(int(hint.pid), hint.start) {
 			f = nil // alive yet not holding it: it passed the socket on
 		}
 		if f != nil {
@@ -531,55 +565,56 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32, sent 
 	a.mu.Lock()
 	e, ok := a.index.get(inode)
 	var d *pidDir
-	if ok && len(a.mru) > 0 && a.mru[0].pid == e.pid && a.mru[0].dir != nil && a.mru[0].dir.start == e.start {
+	pid, fd := int(e.pid), int(e.fd)
+	if ok && len(a.mru) > 0 && a.mru[0].pid == pid && a.mru[0].dir != nil && a.mru[0].dir.start == e.start {
 		d = a.mru[0].dir
 	}
 	a.mu.Unlock()
-	if d != nil && !sent.IsZero() && !e.seen.Before(sent) {
+	if d != nil && !sent.IsZero() && e.seen >= monoNanos(sent) {
 		if st, ok := a.dirVouched(d, true); ok {
 			a.nIndexHits.Add(1)
 			a.nSeenAfter.Add(1)
 			a.mu.Lock()
-			a.touchMRU(e.pid, uid, -1, st.Start)
+			a.touchMRU(pid, uid, -1, st.Start)
 			a.mu.Unlock()
-			return e.pid, st, e, nil
+			return pid, st, e, nil
 		}
 	}
-	read := time.Now() // before the fd is read: entries say when it was seen at the latest
+	read := monoNow() // before the fd is read: entries say when it was seen at the latest
 	if d != nil {
 		// Seen by an earlier probe of the process's bound directory.
-		if got, held := d.probe(a.proc, e.fd); held && got == inode {
+		if got, held := d.probe(a.proc, fd); held && got == inode {
 			if st, ok := a.dirStat(d); ok {
 				a.nIndexHits.Add(1)
 				a.mu.Lock()
-				a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: read})
-				a.touchMRU(e.pid, uid, -1, st.Start)
+				a.putIndex(inode, pid, fd, st.Start, read)
+				a.touchMRU(pid, uid, -1, st.Start)
 				a.mu.Unlock()
-				return e.pid, st, e, nil
+				return pid, st, e, nil
 			}
 		}
 	}
-	if ok && a.proc.fdHolds(e.pid, e.fd, inode) {
-		st, err := a.proc.stat(e.pid)
+	if ok && a.proc.fdHolds(pid, fd, inode) {
+		st, err := a.proc.stat(pid)
 		if err == nil && !st.exited() {
 			a.nIndexHits.Add(1)
 			a.mu.Lock()
-			a.index.put(inode, indexEntry{pid: e.pid, fd: e.fd, start: st.Start, seen: read})
-			a.touchMRU(e.pid, uid, -1, st.Start)
+			a.putIndex(inode, pid, fd, st.Start, read)
+			a.touchMRU(pid, uid, -1, st.Start)
 			a.mu.Unlock()
-			return e.pid, st, e, nil
+			return pid, st, e, nil
 		}
 	}
-	pid, fd, st, err := a.scan(ctx, inode, uid)
-	if pid > 0 {
+	spid, sfd, st, err := a.scan(ctx, inode, uid)
+	if spid > 0 {
 		a.mu.Lock()
-		seen := a.touchMRU(pid, uid, fd, st.Start)
+		seen := a.touchMRU(spid, uid, sfd, st.Start)
 		a.mu.Unlock()
 		if seen {
-			a.bindDir(pid, st.Start)
+			a.bindDir(spid, st.Start)
 		}
 	}
-	return pid, st, e, err
+	return spid, st, e, err
 }
 
 // bindDir opens /proc/PID of the recent holder (pid, start) for probing its
@@ -614,7 +649,7 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	a.nScanned.Add(1)
 	d := m.dir
 	found := -1
-	now := time.Now() // before the reads: entries say when it was seen at the latest
+	now := monoNow() // before the reads: entries say when it was seen at the latest
 	const most = maxOldest + 2*probeSpan + 2
 	var seen [most]uint64
 	var seenFD [most]int
@@ -634,7 +669,7 @@ func (a *Attributor) probeDir(m mruEntry, inode uint64) (statInfo, int, bool) {
 	}
 	a.mu.Lock()
 	for i := 0; i < n; i++ {
-		a.index.put(seen[i], indexEntry{pid: d.pid, fd: seenFD[i], start: d.start, seen: now})
+		a.putIndex(seen[i], d.pid, seenFD[i], d.start, now)
 	}
 	a.mu.Unlock()
 	if found < 0 {
@@ -815,12 +850,14 @@ func (a *Attributor) scan(ctx context.Context, inode uint64, uid uint32) (int, i
 // are recorded without a start time, which a later hit fills in.
 func (a *Attributor) indexProcess(pid int, want uint64, hint int, probeOnly bool) (statInfo, int, bool) {
 	a.nScanned.Add(1)
-	now := time.Now()
+	now := monoNow()
 	var batch []indexEntry
 	var inodes []uint64
 	add := func(inode uint64, fd int) {
-		batch = append(batch, indexEntry{pid: pid, fd: fd, seen: now})
-		inodes = append(inodes, inode)
+		if e, ok := newIndexEntry(pid, fd, 0, now); ok {
+			batch = append(batch, e)
+			inodes = append(inodes, inode)
+		}
 	}
 	fd := -1
 	if want == 0 {
