@@ -80,16 +80,22 @@ func TestStalledLogDropsAndCountsButDecisionsGoOn(t *testing.T) {
 		}
 	}
 	<-rec.entered // the first full batch is being written (and stalls)
+	// The channel and the stalled batch hold 2,048: every later entry is
+	// dropped (the last ones are recorded just after their verdicts).
+	min := uint64(n - logQueue - logBatch)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().LogDropped < min {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries dropped with the log stalled, want at least %d", e.Stats().LogDropped, min)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	close(rec.gate)
+	stop() // every decision is recorded (or dropped) before Run returns
 	st := e.Stats()
 	if st.Decided != n {
 		t.Fatalf("decided %d of %d", st.Decided, n)
 	}
-	if min := uint64(n - logQueue - logBatch); st.LogDropped < min {
-		t.Fatalf("%d entries dropped with the log stalled, want at least %d", st.LogDropped, min)
-	}
-	close(rec.gate)
-	stop()
-	st = e.Stats()
 	rec.mu.Lock()
 	written := len(rec.ids)
 	rec.mu.Unlock()
@@ -105,20 +111,24 @@ func TestLogIsWrittenInLargeBatches(t *testing.T) {
 	close(rec.gate)
 	e, q, stop := runLogEngine(t, time.Hour, rec)
 	const n = 2*logBatch + 10
-	for i := 0; i < n; i++ {
-		e.Handle(queue.Packet{ID: uint32(i), Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
-		if i%256 == 255 { // stay within what the buffers take
-			deadline := time.Now().Add(5 * time.Second)
-			for len(e.logBuf) > 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("log writer took no entry for 5 s (%d waiting)", len(e.logBuf))
-				}
-				time.Sleep(100 * time.Microsecond)
-			}
+	// In chunks of 256, each decided and taken by the log writer before
+	// the next: the channel never holds more than a chunk and the
+	// decisions still being recorded (at most one per worker).
+	for from := 0; from < n; from += 256 {
+		to := min(from+256, n)
+		for i := from; i < to; i++ {
+			e.Handle(queue.Packet{ID: uint32(i), Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
 		}
-	}
-	for i := 0; i < n; i++ {
-		q.wait(t, uint32(i))
+		for i := from; i < to; i++ {
+			q.wait(t, uint32(i))
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for len(e.logBuf) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("log writer took no entry for 5 s (%d waiting)", len(e.logBuf))
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
 	stop()
 	rec.mu.Lock()
