@@ -420,11 +420,15 @@ func (e *Engine) decide(ctx context.Context, p queue.Packet, c *shared.Connectio
 		// The watchdog or shutdown got there first; it gave the default.
 		return
 	}
+	// The log entry is queued before the verdict goes out: whatever the
+	// verdict lets happen next (the application's next connection, decided
+	// by another worker) is logged after this one.
+	e.queueLog(c, v)
 	e.give(p.ID, h, act)
 	if rule != nil {
 		e.hit(rule.ID, c.Time)
 	}
-	e.record(c, v)
+	e.logLine(c, v)
 }
 
 // Resolve gives the verdict of an answered (or expired) pending group to
@@ -435,11 +439,12 @@ func (e *Engine) Resolve(pkts []pending.Packet, v shared.Verdict) {
 		if !ok {
 			continue // the watchdog or shutdown got there first
 		}
+		e.queueLog(&p.Conn, v) // before the verdict, as in decide
 		e.give(p.ID, h, v.Action)
 		if v.RuleID != "" {
 			e.hit(v.RuleID, e.now())
 		}
-		e.record(&p.Conn, v)
+		e.logLine(&p.Conn, v)
 	}
 }
 
@@ -546,9 +551,8 @@ func hostReason(host, source string) string {
 	return fmt.Sprintf("; host %s, as another user's process resolved it (fallback)", host)
 }
 
-// record logs a decision: a line for the operator and an entry for the
-// connection log.
-func (e *Engine) record(c *shared.Connection, v shared.Verdict) {
+// logLine writes the decision to the daemon's log (at info).
+func (e *Engine) logLine(c *shared.Connection, v shared.Verdict) {
 	lvl := slog.LevelInfo
 	if e.log.Enabled(context.Background(), lvl) {
 		who := c.Exe
@@ -563,6 +567,11 @@ func (e *Engine) record(c *shared.Connection, v shared.Verdict) {
 			"who", who, "pid", c.PID, "uid", c.UID, "hosts", c.Hosts, "host_source", c.HostSource,
 			"rule", v.RuleID, "reason", v.Reason)
 	}
+}
+
+// queueLog queues the connection's log entry for the writer; when the
+// writer is behind, the entry is dropped and counted, never waited for.
+func (e *Engine) queueLog(c *shared.Connection, v shared.Verdict) {
 	if e.rec == nil {
 		return
 	}

@@ -154,3 +154,79 @@ func TestLogIsWrittenEveryFlush(t *testing.T) {
 		t.Fatal("one entry not written within 5 s with LogFlush 1 ms")
 	}
 }
+
+// orderedRecorder keeps the ids of the entries written, in order.
+type orderedRecorder struct {
+	mu  sync.Mutex
+	ids []uint64
+}
+
+func (r *orderedRecorder) AppendLog(es []shared.LogEntry) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range es {
+		r.ids = append(r.ids, e.Connection.ID)
+	}
+	return nil
+}
+
+// nextOnVerdict is a queue whose first verdict lets the application make
+// its next connection: while that verdict is being sent, packet 2 arrives
+// and is decided (by another worker) before the send returns.
+type nextOnVerdict struct {
+	e     *Engine
+	once  sync.Once
+	done2 chan struct{}
+}
+
+func (q *nextOnVerdict) Verdict(id uint32, v queue.Verdict) error {
+	switch id {
+	case 1:
+		q.once.Do(func() {
+			q.e.Handle(queue.Packet{ID: 2, Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
+			select {
+			case <-q.done2:
+			case <-time.After(5 * time.Second):
+			}
+		})
+	case 2:
+		close(q.done2)
+	}
+	return nil
+}
+
+// A connection is logged before whatever its verdict lets happen: the
+// application's next connection, decided by another worker while the
+// first verdict is still being sent, comes after it in the log.
+func TestLogOrderFollowsCausality(t *testing.T) {
+	rec := &orderedRecorder{}
+	q := &nextOnVerdict{done2: make(chan struct{})}
+	att := &fakeAttrib{procs: map[uint16]attribution.Process{curlPort: {PID: 100, Exe: "/usr/bin/curl", UID: 1000}}}
+	e := New(Options{DefaultAction: shared.ActionDeny, Mode: config.ModeEnforcing, WatchdogAge: time.Hour, LogFlush: time.Hour, Workers: 4},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), q, att, rec)
+	q.e = e
+	e.SetRules(rules.NewSet([]shared.Rule{allowCurl443()}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	e.Handle(queue.Packet{ID: 1, Payload: tcpSYN(curlPort, 443), UID: 1000, OutDev: 2})
+	select {
+	case <-q.done2:
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet 2 not decided while packet 1's verdict was sent")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Decided < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("two decisions not counted")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	cancel()
+	<-done // the writer flushes what is queued
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.ids) != 2 || rec.ids[0] >= rec.ids[1] {
+		t.Fatalf("logged connection ids %v: want the first connection's before the second's", rec.ids)
+	}
+}
