@@ -142,14 +142,60 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	v.set(q)
 	s.engine = eng
-	// The file rules go into the first rule set: one build at start-up.
-	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{FileRules: s.readFileRules()}); err != nil {
+
+	// The chains go in while the rules load: at 100,000 rules each takes
+	// about as long as the other. Whatever the chains queue meanwhile waits
+	// in the engine's backlog (held, in the kernel's queue beyond it) until
+	// the workers start, which is after the rules are set: nothing is
+	// decided on a partial rule set.
+	type installed struct {
+		nf  *netfilter.Manager
+		err error
+	}
+	nfc := make(chan installed, 1)
+	go func() {
+		nf, err := netfilter.New(netfilter.Options{
+			QueueNum:          cfg.QueueNum,
+			DNSQueueNum:       dnsNum,
+			FailOpen:          cfg.FailOpen,
+			InterceptLoopback: cfg.InterceptLoopback,
+			Inbound:           cfg.Inbound,
+			RejectMark:        cfg.RejectMark,
+			AcceptMarkOut:     cfg.AcceptMarkOut,
+			AcceptMarkIn:      cfg.AcceptMarkIn,
+			Backend:           cfg.IptablesBackend,
+		}, log)
+		if err != nil {
+			nfc <- installed{err: fmt.Errorf("netfilter: %w", err)}
+			return
+		}
+		if err := nf.Install(); err != nil {
+			// Whatever got installed stays: with nobody reading the queue,
+			// new connections fail until a daemon starts properly
+			// (fail-closed).
+			nfc <- installed{err: fmt.Errorf("install chains (left as they are, fail-closed): %w", err)}
+			return
+		}
+		nfc <- installed{nf: nf}
+	}()
+	// failBeforeRun undoes the start-up when rules or bus fail: the chains
+	// (if they went in) are removed again, as they were never there.
+	failBeforeRun := func(err error) error {
+		if r := <-nfc; r.err == nil {
+			if rerr := r.nf.Remove(); rerr != nil {
+				log.Error("remove chains after a failed start", "err", rerr)
+			}
+		}
 		q.Close()
 		return err
 	}
+
+	// The file rules go into the first rule set: one build at start-up.
+	if s.book, err = rulebook.New(st, eng.SetRules, log, rulebook.Options{FileRules: s.readFileRules()}); err != nil {
+		return failBeforeRun(err)
+	}
 	if s.srv, err = bus.New(bus.Options{Address: cfg.BusAddress, Backend: s, Log: log, PolkitDisabled: !cfg.Polkit}); err != nil {
-		q.Close()
-		return fmt.Errorf("d-bus service: %w", err)
+		return failBeforeRun(fmt.Errorf("d-bus service: %w", err))
 	}
 	s.broker = pending.New(pending.Options{
 		Timeout: cfg.PromptTimeout.Duration,
@@ -157,33 +203,17 @@ func Run(ctx context.Context, o Options) (err error) {
 	}, entitled{s.srv}, s)
 	eng.SetAsker(s.broker)
 
-	nf, err := netfilter.New(netfilter.Options{
-		QueueNum:          cfg.QueueNum,
-		DNSQueueNum:       dnsNum,
-		FailOpen:          cfg.FailOpen,
-		InterceptLoopback: cfg.InterceptLoopback,
-		Inbound:           cfg.Inbound,
-		RejectMark:        cfg.RejectMark,
-		AcceptMarkOut:     cfg.AcceptMarkOut,
-		AcceptMarkIn:      cfg.AcceptMarkIn,
-		Backend:           cfg.IptablesBackend,
-	}, log)
-	if err != nil {
-		q.Close()
-		return fmt.Errorf("netfilter: %w", err)
-	}
-
 	engDone := make(chan error, 1)
 	go func() { engDone <- eng.Run(runCtx) }()
 
-	if err := nf.Install(); err != nil {
-		// Whatever got installed stays: with nobody reading the queue, new
-		// connections fail until a daemon starts properly (fail-closed).
+	r := <-nfc
+	if r.err != nil {
 		cancel()
 		<-engDone
 		q.Close()
-		return fmt.Errorf("install chains (left as they are, fail-closed): %w", err)
+		return r.err
 	}
+	nf := r.nf
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
 		"intercept_loopback", cfg.InterceptLoopback, "dns", cfg.DNS, "rules", s.book.Len())
