@@ -20,11 +20,8 @@ import (
 	"github.com/tollgate-fw/tollgate/ui/tray/rules"
 )
 
-// AppFinder names applications and finds their icons; *desktop.Index
-// satisfies it.
-type AppFinder interface {
-	Lookup(exe, app string) (desktop.App, bool)
-}
+// AppFinder names applications and finds their icons (*desktop.Index).
+type AppFinder = desktop.Finder
 
 // WindowMode says when the status window (the tray's stand-in) is shown.
 type WindowMode string
@@ -290,10 +287,8 @@ func (t *App) runPrompt(ctx context.Context) {
 }
 
 func (t *App) appName(c shared.Connection) string {
-	if t.o.Apps != nil {
-		if a, ok := t.o.Apps.Lookup(c.Exe, c.App); ok && a.Name != "" {
-			return a.Name
-		}
+	if name, ok := desktop.NameOf(t.o.Apps, c.Exe, c.App); ok {
+		return name
 	}
 	return ExeName(c)
 }

@@ -38,10 +38,8 @@ type Client interface {
 	ListRules(ctx context.Context) ([]shared.Rule, error)
 }
 
-// AppFinder names applications; *desktop.Index satisfies it.
-type AppFinder interface {
-	Lookup(exe, app string) (desktop.App, bool)
-}
+// AppFinder names applications (*desktop.Index).
+type AppFinder = desktop.Finder
 
 // Options configure the window.
 type Options struct {
@@ -127,14 +125,7 @@ func NewWindow(a fyne.App, c Client, o Options) *Window {
 }
 
 func (w *Window) appName(exe, app string) (string, bool) {
-	if w.o.Apps == nil {
-		return "", false
-	}
-	a, ok := w.o.Apps.Lookup(exe, app)
-	if !ok || a.Name == "" {
-		return "", false
-	}
-	return a.Name, true
+	return desktop.NameOf(w.o.Apps, exe, app)
 }
 
 // Show opens the window (or brings it to the front) and polls the

@@ -43,11 +43,8 @@ import (
 // Title is the prompt window's title.
 const Title = "Tollgate — connection request"
 
-// AppFinder names applications and finds their icons; *desktop.Index
-// satisfies it.
-type AppFinder interface {
-	Lookup(exe, app string) (desktop.App, bool)
-}
+// AppFinder names applications and finds their icons (*desktop.Index).
+type AppFinder = desktop.Finder
 
 // Options configure the prompt. Zero values take the defaults.
 type Options struct {
