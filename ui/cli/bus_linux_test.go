@@ -11,6 +11,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -55,7 +56,7 @@ func privateBus(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dbus-daemon: %v", err)
@@ -183,7 +184,7 @@ func busHarness(t *testing.T, addr string) (*harness, func(args ...string) resul
 	h := newHarness()
 	h.env[BusEnv] = addr
 	run := func(args ...string) result {
-		var out, errb syncBuffer
+		var out, errb syncbuf.Buffer
 		app := h.app(&out, &errb, new([]string))
 		app.Dial = DialDBus
 		code := app.Run(context.Background(), args)

@@ -16,6 +16,7 @@ import (
 
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -57,7 +58,7 @@ func (h *harness) app(stdout, stderr io.Writer, dials *[]string) *App {
 
 func (h *harness) run(t *testing.T, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	var r result
 	r.code = h.app(&out, &errb, &r.dials).Run(context.Background(), args)
 	r.stdout, r.stderr = out.String(), errb.String()
@@ -445,7 +446,7 @@ func TestLog(t *testing.T) {
 func TestLogFollow(t *testing.T) {
 	h := newHarness()
 	h.fake.addLog(logEntry(1, testNow, "/usr/bin/curl", shared.ActionAllow, "r1"))
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	var dials []string
 	app := h.app(&out, &errb, &dials)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -504,7 +505,7 @@ func TestExitCodes(t *testing.T) {
 	}
 	// Dial failure: the bus is not there.
 	h := newHarness()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	app := h.app(&out, &errb, new([]string))
 	app.Dial = func(ctx context.Context, address string) (Client, error) {
 		return nil, errors.New("connect to bus unix:path=/nope: no such file or directory")

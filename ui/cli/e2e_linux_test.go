@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/internal/nstest"
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 )
 
 // The end-to-end test: the real tollgated guards a client network namespace
@@ -59,14 +60,14 @@ func systemBus(t *testing.T, dir string) string {
 // cleanup.
 type background struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
 
 func startBackground(t *testing.T, name string, args ...string) *background {
 	t.Helper()
-	p := &background{cmd: exec.Command(name, args...), out: new(syncBuffer), done: make(chan struct{})}
+	p := &background{cmd: exec.Command(name, args...), out: new(syncbuf.Buffer), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -20,8 +21,8 @@ type promptRun struct {
 	t    *testing.T
 	h    *harness
 	keys *io.PipeWriter
-	out  *syncBuffer
-	errb *syncBuffer
+	out  *syncbuf.Buffer
+	errb *syncbuf.Buffer
 	done chan int
 }
 
@@ -35,7 +36,7 @@ func startPromptWith(t *testing.T, h *harness, change func(*App), args ...string
 	t.Helper()
 	r, w := io.Pipe()
 	h.stdin = r
-	p := &promptRun{t: t, h: h, keys: w, out: new(syncBuffer), errb: new(syncBuffer), done: make(chan int, 1)}
+	p := &promptRun{t: t, h: h, keys: w, out: new(syncbuf.Buffer), errb: new(syncbuf.Buffer), done: make(chan int, 1)}
 	app := h.app(p.out, p.errb, new([]string))
 	if change != nil {
 		change(app)

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -64,7 +65,7 @@ type ttyProc struct {
 	cmd    *exec.Cmd
 	master *os.File
 	slave  *os.File
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	done   chan error
 }
 
@@ -75,7 +76,7 @@ func startOnTTY(t *testing.T, env []string, bin string, args ...string) *ttyProc
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = s, s, s
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	p := &ttyProc{t: t, cmd: cmd, master: m, slave: s, out: new(syncBuffer), done: make(chan error, 1)}
+	p := &ttyProc{t: t, cmd: cmd, master: m, slave: s, out: new(syncbuf.Buffer), done: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"image"
@@ -13,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
+	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/ui/tray/prompt"
 )
 
@@ -47,36 +46,18 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(here), "..", "..", "..")
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a process the test started; cleanup stops it by its pid.
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
 
 func start(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: filepath.Base(name), cmd: exec.Command(name, args...), out: new(syncBuffer), done: make(chan struct{})}
+	p := &proc{name: filepath.Base(name), cmd: exec.Command(name, args...), out: new(syncbuf.Buffer), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if env != nil {
 		p.cmd.Env = env
