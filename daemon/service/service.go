@@ -143,16 +143,17 @@ func Run(ctx context.Context, o Options) (err error) {
 	v.set(q)
 	s.engine = eng
 
-	// The chains go in while the rules load: at 100,000 rules each takes
-	// about as long as the other. Whatever the chains queue meanwhile waits
-	// in the engine's backlog (held, in the kernel's queue beyond it) until
-	// the workers start, which is after the rules are set: nothing is
-	// decided on a partial rule set.
-	type installed struct {
+	// Finding the iptables commands (several execs) overlaps loading the
+	// rules; the chains themselves go in only once the rules are set and
+	// the workers run, so nothing queued is decided on a partial rule set
+	// or defaulted for want of a worker, and a start that fails before
+	// then leaves the netfilter state as it found it (a crashed daemon's
+	// chains stay: fail-closed).
+	type prepared struct {
 		nf  *netfilter.Manager
 		err error
 	}
-	nfc := make(chan installed, 1)
+	nfc := make(chan prepared, 1)
 	go func() {
 		nf, err := netfilter.New(netfilter.Options{
 			QueueNum:          cfg.QueueNum,
@@ -165,27 +166,10 @@ func Run(ctx context.Context, o Options) (err error) {
 			AcceptMarkIn:      cfg.AcceptMarkIn,
 			Backend:           cfg.IptablesBackend,
 		}, log)
-		if err != nil {
-			nfc <- installed{err: fmt.Errorf("netfilter: %w", err)}
-			return
-		}
-		if err := nf.Install(); err != nil {
-			// Whatever got installed stays: with nobody reading the queue,
-			// new connections fail until a daemon starts properly
-			// (fail-closed).
-			nfc <- installed{err: fmt.Errorf("install chains (left as they are, fail-closed): %w", err)}
-			return
-		}
-		nfc <- installed{nf: nf}
+		nfc <- prepared{nf, err}
 	}()
-	// failBeforeRun undoes the start-up when rules or bus fail: the chains
-	// (if they went in) are removed again, as they were never there.
 	failBeforeRun := func(err error) error {
-		if r := <-nfc; r.err == nil {
-			if rerr := r.nf.Remove(); rerr != nil {
-				log.Error("remove chains after a failed start", "err", rerr)
-			}
-		}
+		<-nfc
 		q.Close()
 		return err
 	}
@@ -203,17 +187,24 @@ func Run(ctx context.Context, o Options) (err error) {
 	}, entitled{s.srv}, s)
 	eng.SetAsker(s.broker)
 
+	r := <-nfc
+	if r.err != nil {
+		q.Close()
+		return fmt.Errorf("netfilter: %w", r.err)
+	}
+	nf := r.nf
+
 	engDone := make(chan error, 1)
 	go func() { engDone <- eng.Run(runCtx) }()
 
-	r := <-nfc
-	if r.err != nil {
+	if err := nf.Install(); err != nil {
+		// Whatever got installed stays: with nobody reading the queue, new
+		// connections fail until a daemon starts properly (fail-closed).
 		cancel()
 		<-engDone
 		q.Close()
-		return r.err
+		return fmt.Errorf("install chains (left as they are, fail-closed): %w", err)
 	}
-	nf := r.nf
 	log.Info("tollgated running", "mode", cfg.Mode, "default_action", cfg.DefaultAction,
 		"queue", cfg.QueueNum, "fail_open", cfg.FailOpen, "inbound", cfg.Inbound,
 		"intercept_loopback", cfg.InterceptLoopback, "dns", cfg.DNS, "rules", s.book.Len())
