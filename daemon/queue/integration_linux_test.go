@@ -167,6 +167,12 @@ func listenUDP(t *testing.T, addr netip.AddrPort) *net.UDPConn {
 		t.Fatalf("listen %v: %v", addr, err)
 	}
 	t.Cleanup(func() { l.Close() })
+	// Room for every datagram a test sends before reading (hundreds):
+	// with the default buffer a reader slowed by a loaded machine lost
+	// datagrams in CI, and the test waited for them in vain.
+	if err := l.SetReadBuffer(4 << 20); err != nil {
+		t.Fatalf("listener buffer: %v", err)
+	}
 	return l
 }
 
