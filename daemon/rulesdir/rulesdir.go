@@ -20,7 +20,10 @@
 // "rules.d/<file>", lifetime forever unless they say until (once, session
 // and process make no sense in a file), enabled unless enabled = false,
 // and the id "<file without .toml>:<name>" (or ":<index>", counting from 1,
-// for a rule without a name) unless they give one. A TOML local date-time
+// for a rule without a name) unless they give one. Load puts an id given
+// without ":" under its file too ("<file>:<id>"): ids with ":" are never
+// a stored rule's, so a file rule cannot take a stored rule's id (Parse,
+// which import uses, keeps ids as given). A TOML local date-time
 // (no offset) is read in the machine's time zone.
 //
 // A bad file or rule is reported (file, rule index and name, field) and
@@ -116,7 +119,11 @@ func Load(dir string) (rules []shared.Rule, errs []error) {
 		}
 		rs, positions, fileErrs := parse(path, data)
 		errs = append(errs, fileErrs...)
+		prefix := strings.TrimSuffix(name, ".toml") + ":"
 		for i, r := range rs {
+			if !strings.Contains(r.ID, ":") {
+				r.ID = prefix + r.ID
+			}
 			if other, dup := seen[r.ID]; dup {
 				errs = append(errs, &Error{File: path, Index: positions[i], Name: r.Name,
 					Err: fmt.Errorf("%w %q: %s has it already", ErrDuplicateID, r.ID, other)})

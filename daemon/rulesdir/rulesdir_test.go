@@ -32,7 +32,7 @@ func TestLoadGood(t *testing.T) {
 	}
 	// Files in name order, rules in file order; README, the hidden file
 	// and anything not *.toml are ignored.
-	want := []string{"10-base:dns", "10-base:ssh-out", "10-base:3", "browser-https", "20-apps:updates-until", "20-apps:curl"}
+	want := []string{"10-base:dns", "10-base:ssh-out", "10-base:3", "20-apps:browser-https", "20-apps:updates-until", "20-apps:curl"}
 	if !reflect.DeepEqual(ids, want) {
 		t.Fatalf("ids %v, want %v", ids, want)
 	}
@@ -49,7 +49,7 @@ func TestLoadGood(t *testing.T) {
 	if tr := byID["10-base:3"]; tr.Action != shared.ActionReject || tr.Match.Host != "*.tracker.example" || tr.Name != "" {
 		t.Errorf("tracker rule (normalized host) %+v", tr)
 	}
-	b := byID["browser-https"]
+	b := byID["20-apps:browser-https"] // its own id, under its file (never a stored rule's)
 	wantMatch := shared.Match{
 		Exe: "/usr/lib/*/firefox", ExeSHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 		UID: b.Match.UID, GID: b.Match.GID, IP: netip.MustParsePrefix("10.0.0.0/8"),
