@@ -154,6 +154,31 @@ func setupMode(fs *flag.FlagSet) action {
 	}
 }
 
+// printedList prints what every list command prints alike: with --json
+// each item's field map, with -q each item's id on a line of its own, and
+// for an empty list the note empty. done says the list is printed (err is
+// then the result); otherwise the caller prints its table.
+func printedList[T any](inv *invocation, quiet bool, items []T, fields func(T) map[string]any, id func(T) any, empty string) (done bool, err error) {
+	w := inv.app.Stdout
+	switch {
+	case inv.json:
+		out := make([]map[string]any, len(items))
+		for i, it := range items {
+			out[i] = fields(it)
+		}
+		return true, writeJSON(w, out)
+	case quiet:
+		for _, it := range items {
+			fmt.Fprintln(w, id(it))
+		}
+		return true, nil
+	case len(items) == 0:
+		fmt.Fprintln(w, empty)
+		return true, nil
+	}
+	return false, nil
+}
+
 // ---- rules
 
 func setupRulesList(fs *flag.FlagSet) action {
@@ -170,25 +195,11 @@ func setupRulesList(fs *flag.FlagSet) action {
 		if err != nil {
 			return fmt.Errorf("list rules: %w", err)
 		}
-		w := inv.app.Stdout
-		switch {
-		case inv.json:
-			out := make([]map[string]any, len(rules))
-			for i, r := range rules {
-				out[i] = r.Fields()
-			}
-			return writeJSON(w, out)
-		case *quiet:
-			for _, r := range rules {
-				fmt.Fprintln(w, r.ID)
-			}
-			return nil
+		if done, err := printedList(inv, *quiet, rules, shared.Rule.Fields, func(r shared.Rule) any { return r.ID },
+			"no rules (add one: tollgate rules add --action allow --exe PATH ...)"); done {
+			return err
 		}
-		if len(rules) == 0 {
-			fmt.Fprintln(w, "no rules (add one: tollgate rules add --action allow --exe PATH ...)")
-			return nil
-		}
-		tw := table(w)
+		tw := table(inv.app.Stdout)
 		fmt.Fprintln(tw, "ID\tACTION\tLIFETIME\tOWNER\tENABLED\tHITS\tMATCH\tNAME")
 		for _, r := range rules {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Action, inv.app.lifetime(r),
@@ -568,25 +579,11 @@ func setupPending(fs *flag.FlagSet) action {
 		if err != nil {
 			return fmt.Errorf("list pending connections: %w", err)
 		}
-		w := inv.app.Stdout
-		switch {
-		case inv.json:
-			out := make([]map[string]any, len(ps))
-			for i, p := range ps {
-				out[i] = p.Fields()
-			}
-			return writeJSON(w, out)
-		case *quiet:
-			for _, p := range ps {
-				fmt.Fprintln(w, p.ID)
-			}
-			return nil
+		if done, err := printedList(inv, *quiet, ps, shared.Pending.Fields, func(p shared.Pending) any { return p.ID },
+			"no pending connections"); done {
+			return err
 		}
-		if len(ps) == 0 {
-			fmt.Fprintln(w, "no pending connections")
-			return nil
-		}
-		tw := table(w)
+		tw := table(inv.app.Stdout)
 		fmt.Fprintln(tw, "ID\tCOUNT\tUSER\tPROCESS\tDIR\tPROTO\tREMOTE\tEXPIRES IN")
 		for _, p := range ps {
 			cn := p.Connection
