@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/sigtest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -299,26 +300,7 @@ func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
 	if err := f.check(false); err != nil {
 		return nil, err
 	}
-	out := make(chan dbus.Signal)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case s, ok := <-f.sigs:
-				if !ok {
-					return
-				}
-				select {
-				case out <- s:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out, nil
+	return sigtest.Forward(ctx, f.sigs), nil
 }
 
 // offer makes a pending group and signals it, as the daemon does.

@@ -19,6 +19,7 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/sigtest"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 )
@@ -78,23 +79,7 @@ func (f *fakeDaemon) Answer(_ context.Context, a shared.Answer) error {
 }
 
 func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
-	out := make(chan dbus.Signal)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case s := <-f.sigs:
-				select {
-				case out <- s:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out, nil
+	return sigtest.Forward(ctx, f.sigs), nil
 }
 
 func (f *fakeDaemon) offer(p shared.Pending) {
