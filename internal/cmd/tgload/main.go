@@ -18,7 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +28,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-fw/tollgate/internal/echo"
 )
 
 func main() {
@@ -114,13 +115,13 @@ func acceptLoop(l net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go echo(c)
+		go echoBack(c)
 	}
 }
 
-// echo writes back what c sends until the client closes it. A plain loop:
+// echoBack writes back what c sends until the client closes it. A plain loop:
 // io.Copy would splice through a pipe, three descriptors per connection.
-func echo(c net.Conn) {
+func echoBack(c net.Conn) {
 	defer c.Close()
 	buf := make([]byte, 64)
 	for {
@@ -138,13 +139,18 @@ func echo(c net.Conn) {
 
 // Result is what `tgload run` prints.
 type Result struct {
-	Connections int     `json:"connections"` // completed (connect, echo, close)
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"first_error,omitempty"`
-	Seconds     float64 `json:"seconds"`
-	PerSec      float64 `json:"per_sec"`
-	P50us       float64 `json:"p50_us"` // connect() latency
-	P99us       float64 `json:"p99_us"`
+	Connections int    `json:"connections"` // completed (connect, echo, close)
+	Errors      int    `json:"errors"`
+	FirstError  string `json:"first_error,omitempty"`
+	// Resets are connections reset after the handshake (counted apart
+	// from Errors): the firewall let their SYN through; whether the reset
+	// was its doing is for the caller to check in its log.
+	Resets     int     `json:"resets"`
+	FirstReset string  `json:"first_reset,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	PerSec     float64 `json:"per_sec"`
+	P50us      float64 `json:"p50_us"` // connect() latency
+	P99us      float64 `json:"p99_us"`
 }
 
 func run(args []string) error {
@@ -173,8 +179,8 @@ func run(args []string) error {
 		held = append(held, c)
 	}
 	var next atomic.Int64
-	var errCount atomic.Int64
-	var firstErr atomic.Value
+	var errCount, resetCount atomic.Int64
+	var firstErr, firstReset atomic.Value
 	lat := make([][]time.Duration, *workers)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -185,8 +191,13 @@ func run(args []string) error {
 			mine := make([]time.Duration, 0, *n / *workers + 1)
 			buf := make([]byte, 1)
 			for next.Add(1) <= int64(*n) {
-				d, err := once(*addr, *timeout, buf)
-				if err != nil {
+				d, err := echo.Once(*addr, *timeout, buf)
+				switch {
+				case echo.IsReset(err):
+					resetCount.Add(1)
+					firstReset.CompareAndSwap(nil, err.Error())
+					continue
+				case err != nil:
 					errCount.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
@@ -200,9 +211,12 @@ func run(args []string) error {
 	took := time.Since(start)
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	r := Result{Connections: len(all), Errors: int(errCount.Load()), Seconds: took.Seconds()}
+	r := Result{Connections: len(all), Errors: int(errCount.Load()), Resets: int(resetCount.Load()), Seconds: took.Seconds()}
 	if s, ok := firstErr.Load().(string); ok {
 		r.FirstError = s
+	}
+	if s, ok := firstReset.Load().(string); ok {
+		r.FirstReset = s
 	}
 	if took > 0 {
 		r.PerSec = float64(len(all)) / took.Seconds()
@@ -210,29 +224,6 @@ func run(args []string) error {
 	r.P50us = micros(percentile(all, 0.50))
 	r.P99us = micros(percentile(all, 0.99))
 	return emit(r)
-}
-
-// once makes one connection: connect (timed), send a byte, read its echo,
-// close with a reset.
-func once(addr string, timeout time.Duration, buf []byte) (time.Duration, error) {
-	t0 := time.Now()
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return 0, err
-	}
-	d := time.Since(t0)
-	tc := c.(*net.TCPConn)
-	defer tc.Close()
-	tc.SetLinger(0)
-	tc.SetDeadline(t0.Add(timeout))
-	buf[0] = 'x'
-	if _, err := tc.Write(buf); err != nil {
-		return 0, fmt.Errorf("write: %w", err)
-	}
-	if _, err := io.ReadFull(tc, buf); err != nil {
-		return 0, fmt.Errorf("read echo: %w", err)
-	}
-	return d, nil
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {

@@ -22,16 +22,22 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-fw/tollgate/internal/echo"
 )
 
 // Result is what tgsoak prints.
 type Result struct {
-	Attempts   int     `json:"attempts"`
-	OK         int     `json:"ok"`      // connected and echoed
-	Refused    int     `json:"refused"` // reset or unreachable: a reject verdict
-	Timeout    int     `json:"timeout"` // no answer within -timeout: no verdict, or a drop
-	Other      int     `json:"other"`   // any other error
-	FirstOther string  `json:"first_other,omitempty"`
+	Attempts   int    `json:"attempts"`
+	OK         int    `json:"ok"`      // connected and echoed
+	Refused    int    `json:"refused"` // reset or unreachable: a reject verdict
+	Timeout    int    `json:"timeout"` // no answer within -timeout: no verdict, or a drop
+	Other      int    `json:"other"`   // any other error
+	FirstOther string `json:"first_other,omitempty"`
+	// Reset: reset after the handshake (a verdict refuses the SYN, so a
+	// reset then is another's doing; the caller checks the daemon's log).
+	Reset      int     `json:"reset"`
+	FirstReset string  `json:"first_reset,omitempty"`
 	Seconds    float64 `json:"seconds"`
 }
 
@@ -63,12 +69,18 @@ func soak(addrs []string, workers int, duration, timeout time.Duration) Result {
 		go func() {
 			defer wg.Done()
 			r := &results[w]
+			var buf [1]byte
 			for i := w; ctx.Err() == nil; i++ {
 				r.Attempts++
-				err := once(addrs[i%len(addrs)], timeout)
+				_, err := echo.Once(addrs[i%len(addrs)], timeout, buf[:])
 				switch {
 				case err == nil:
 					r.OK++
+				case echo.IsReset(err):
+					r.Reset++
+					if r.FirstReset == "" {
+						r.FirstReset = err.Error()
+					}
 				case errors.Is(err, syscall.ECONNREFUSED),
 					errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EPERM):
 					r.Refused++
@@ -94,6 +106,10 @@ func soak(addrs []string, workers int, duration, timeout time.Duration) Result {
 		if total.FirstOther == "" {
 			total.FirstOther = r.FirstOther
 		}
+		total.Reset += r.Reset
+		if total.FirstReset == "" {
+			total.FirstReset = r.FirstReset
+		}
 	}
 	total.Seconds = time.Since(start).Seconds()
 	return total
@@ -102,30 +118,4 @@ func soak(addrs []string, workers int, duration, timeout time.Duration) Result {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// once makes one connection: connect, send a byte, read it back, close
-// with a reset.
-func once(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.SetDeadline(deadline)
-	if _, err := c.Write([]byte{'s'}); err != nil {
-		return err
-	}
-	var b [1]byte
-	if _, err := c.Read(b[:]); err != nil {
-		return err
-	}
-	if b[0] != 's' {
-		return fmt.Errorf("unexpected answer %q", b[:])
-	}
-	return nil
 }
