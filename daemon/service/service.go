@@ -283,6 +283,9 @@ loop:
 	es := eng.Stats()
 	log.Info("tollgated stopped", "decided", es.Decided, "allowed", es.Allowed, "denied", es.Denied,
 		"rejected", es.Rejected, "watchdog", es.Watchdog, "overflow", es.Overflow)
+	if es.LogDropped > 0 {
+		log.Warn("connection log entries lost while the log writer was behind", "lost", es.LogDropped)
+	}
 	if dnsW != nil {
 		ds := dnsW.Stats()
 		log.Info("DNS answers read", "packets", ds.Packets, "answers", ds.Answers, "attributed", ds.Attributed,
