@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-fw/tollgate/daemon/queue"
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/internal/netns"
+	"github.com/tollgate-fw/tollgate/shared"
 )
 
 // Options say how much to measure. Zero fields take the defaults of Full.
@@ -102,16 +103,20 @@ type caseSpec struct {
 
 // Round is one case's run in one round.
 type Round struct {
-	Connections int     `json:"connections"`
-	Errors      int     `json:"errors"`
-	FirstError  string  `json:"first_error,omitempty"`
-	PerSec      float64 `json:"per_sec"`
-	P50us       float64 `json:"p50_us"`
-	P99us       float64 `json:"p99_us"`
-	CPUSeconds  float64 `json:"cpu_seconds"`           // of the decider (tgbare / tollgated) during the load
-	Queued      uint32  `json:"queued"`                // packets the kernel queued during the load
-	RSSReadyMB  float64 `json:"rss_ready_mb,omitzero"` // decider's RSS when ready, before any load
-	RSSAfterMB  float64 `json:"rss_after_mb,omitzero"` // and after the load
+	Connections int    `json:"connections"`
+	Errors      int    `json:"errors"`
+	FirstError  string `json:"first_error,omitempty"`
+	// Resets: connections reset after the handshake (tgload run's Resets);
+	// not the decider's doing in the cases, whose refusals drop the SYN.
+	Resets     int     `json:"resets,omitzero"`
+	FirstReset string  `json:"first_reset,omitempty"`
+	PerSec     float64 `json:"per_sec"`
+	P50us      float64 `json:"p50_us"`
+	P99us      float64 `json:"p99_us"`
+	CPUSeconds float64 `json:"cpu_seconds"`           // of the decider (tgbare / tollgated) during the load
+	Queued     uint32  `json:"queued"`                // packets the kernel queued during the load
+	RSSReadyMB float64 `json:"rss_ready_mb,omitzero"` // decider's RSS when ready, before any load
+	RSSAfterMB float64 `json:"rss_after_mb,omitzero"` // and after the load
 }
 
 // Case is one case's medians over its rounds.
@@ -127,6 +132,7 @@ type Case struct {
 	RatioPerSec float64 `json:"per_sec_vs_bare"`
 	RatioP50    float64 `json:"p50_vs_bare"`
 	Errors      int     `json:"errors"`
+	Resets      int     `json:"resets,omitzero"`
 }
 
 // Memory holds the memory, idle CPU and start-up figures.
@@ -144,6 +150,13 @@ type Memory struct {
 	LoadPerSec     float64 `json:"load_per_sec"`
 	LoadErrors     int     `json:"load_errors"`
 	LoadFirstError string  `json:"load_first_error,omitempty"`
+	LoadResets     int     `json:"load_resets,omitzero"` // reset after the handshake (see Round.Resets)
+	LoadFirstReset string  `json:"load_first_reset,omitempty"`
+	// LoadRefused counts the load's connections the daemon logged as not
+	// allowed (none should be: the load's rule allows them).
+	LoadRefused int    `json:"load_refused"`
+	LoadLogged  int    `json:"load_logged"`        // the load's connections in the daemon's log
+	Refusals    string `json:"refusals,omitempty"` // the first of them, and the daemon's warnings
 }
 
 // Churn is the attribution of short-lived processes.
@@ -408,6 +421,8 @@ type loadResult struct {
 	Connections int     `json:"connections"`
 	Errors      int     `json:"errors"`
 	FirstError  string  `json:"first_error"`
+	Resets      int     `json:"resets"`
+	FirstReset  string  `json:"first_reset"`
 	Seconds     float64 `json:"seconds"`
 	PerSec      float64 `json:"per_sec"`
 	P50us       float64 `json:"p50_us"`
@@ -420,8 +435,25 @@ func (e *env) load(n, port int) (loadResult, error) { return e.loadIdle(n, port,
 // own and holds them through the run.
 func (e *env) loadIdle(n, port, idle int) (loadResult, error) {
 	var r loadResult
+	client0, _ := netns.ReadCounters(e.pair.Client)
+	server0, _ := netns.ReadCounters(e.pair.Server)
 	err := runJSON(e.ctx, &r, "ip", "netns", "exec", e.pair.Client, e.loadExe, "run",
 		"-addr", e.target(port), "-n", fmt.Sprint(n), "-workers", fmt.Sprint(e.o.Workers), "-idle", fmt.Sprint(idle))
+	if err == nil && r.Errors+r.Resets > 0 && client0 != nil && server0 != nil {
+		// Which side sent a reset, and why, is in the TCP counters.
+		client1, err1 := netns.ReadCounters(e.pair.Client)
+		server1, err2 := netns.ReadCounters(e.pair.Server)
+		if err1 == nil && err2 == nil {
+			counters := fmt.Sprintf(" (TCP counters during the load: client %s; server %s)",
+				client1.Since(client0, "Tcp", "TcpExt"), server1.Since(server0, "Tcp", "TcpExt"))
+			if r.Errors > 0 {
+				r.FirstError += counters
+			}
+			if r.Resets > 0 {
+				r.FirstReset += counters
+			}
+		}
+	}
 	return r, err
 }
 
@@ -573,7 +605,7 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 	if err != nil {
 		return rd, err
 	}
-	rd = Round{Connections: lr.Connections, Errors: lr.Errors, FirstError: lr.FirstError,
+	rd = Round{Connections: lr.Connections, Errors: lr.Errors, FirstError: lr.FirstError, Resets: lr.Resets, FirstReset: lr.FirstReset,
 		PerSec: lr.PerSec, P50us: lr.P50us, P99us: lr.P99us, RSSReadyMB: rd.RSSReadyMB}
 	if p != nil {
 		if cpu1, err = cpuTicks(p.pid()); err != nil {
@@ -620,6 +652,7 @@ func summarize(c caseSpec, rounds []Round) Case {
 			cpu = append(cpu, r.CPUSeconds/float64(r.Connections)*1000)
 		}
 		out.Errors += r.Errors
+		out.Resets += r.Resets
 	}
 	out.PerSec, out.P50us, out.P99us = median(rate), median(p50), median(p99)
 	if c.kind != kindNone && c.ownIdle == 0 {
@@ -745,11 +778,20 @@ func (e *env) memory() (*Memory, error) {
 		return nil, err
 	}
 	m.LoadConns, m.LoadPerSec, m.LoadErrors, m.LoadFirstError = lr.Connections, lr.PerSec, lr.Errors, lr.FirstError
+	m.LoadResets, m.LoadFirstReset = lr.Resets, lr.FirstReset
 	if m.RSSAfterMB, err = rssMB(d.pid()); err != nil {
 		return nil, err
 	}
 	if err := e.stopDecider(d); err != nil {
 		return nil, err
+	}
+	// Whether the daemon refused any of the load (its default here rejects)
+	// is in its log: a reset after the handshake then was not its doing.
+	if m.LoadLogged, m.LoadRefused, m.Refusals, err = refusals(dir, portLoad); err != nil {
+		return nil, err
+	}
+	if m.LoadRefused > 0 || m.LoadErrors > 0 || m.LoadResets > 0 {
+		m.Refusals += "; the daemon warned: " + notable(d.out.String())
 	}
 	return m, nil
 }
@@ -794,12 +836,7 @@ func (e *env) churn() (*Churn, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(store.Options{Path: filepath.Join(dir, "tollgate.db"), LockTimeout: 5 * time.Second, ReadOnly: true}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("open the daemon's database: %w", err)
-	}
-	defer st.Close()
-	entries, err := st.Log(store.LogFilter{})
+	entries, err := daemonLog(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -884,6 +921,55 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o755)
+}
+
+// daemonLog reads the connection log of the stopped daemon whose directory
+// is dir, newest first.
+func daemonLog(dir string) ([]shared.LogEntry, error) {
+	st, err := store.Open(store.Options{Path: filepath.Join(dir, "tollgate.db"), LockTimeout: 5 * time.Second, ReadOnly: true}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open the daemon's database: %w", err)
+	}
+	defer st.Close()
+	return st.Log(store.LogFilter{})
+}
+
+// refusals counts the connections to port that the stopped daemon whose
+// directory is dir logged, and of them those not allowed, and describes the
+// newest five of those.
+func refusals(dir string, port uint16) (logged, refused int, _ string, _ error) {
+	entries, err := daemonLog(dir)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	var out []string
+	for _, le := range entries {
+		c := le.Connection
+		if c.RemotePort != port || c.Direction != shared.DirectionOut {
+			continue
+		}
+		if logged++; le.Verdict.Action == shared.ActionAllow {
+			continue
+		}
+		if refused++; refused <= 5 {
+			out = append(out, fmt.Sprintf("%s %s %s from %s:%d, pid %d, exe %q: %s",
+				c.Time.Format(time.RFC3339Nano), le.Verdict.Action, c.Proto, c.LocalIP, c.LocalPort, c.PID, c.Exe, le.Verdict.Reason))
+		}
+	}
+	return logged, refused, strings.Join(out, "; "), nil
+}
+
+// notable picks from a daemon's output the lines that explain a failed
+// connection: warnings, errors and decisions other than allow.
+func notable(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") ||
+			strings.Contains(l, "verdict=reject") || strings.Contains(l, "verdict=deny") {
+			keep = append(keep, l)
+		}
+	}
+	return tail(strings.Join(keep, "\n"))
 }
 
 func tail(s string) string {

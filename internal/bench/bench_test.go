@@ -75,6 +75,13 @@ func TestMedianAndRatios(t *testing.T) {
 	}
 }
 
+// tolerableResets is how many of n connections may be reset after their
+// handshake, not by the daemon: once in tens of thousands a connection
+// whose SYN the decider let through is reset by a kernel on a loaded
+// machine (seen with the daemon's counts showing no refusal; the TCP
+// counters of both namespaces are printed with it).
+func tolerableResets(n int) int { return max(1, n/1000) }
+
 // TestIntegrationQuick runs the whole harness in quick mode: every case
 // runs, every connection of the intercepted cases was queued (Run checks),
 // the daemon's chains are gone after each case, and attribution under churn
@@ -114,16 +121,24 @@ func TestIntegrationQuick(t *testing.T) {
 			if c.ID == "3p" {
 				want = max(o.Conns/5, 100)
 			}
-			if r.Connections != want || r.Errors != 0 {
-				t.Errorf("case %s: %d connections, %d errors (%s), want %d and 0", c.ID, r.Connections, r.Errors, r.FirstError, want)
+			if r.Connections+r.Resets != want || r.Errors != 0 || r.Resets > tolerableResets(want) {
+				t.Errorf("case %s: %d connections, %d errors (%s), %d resets (%s), want %d and 0", c.ID, r.Connections,
+					r.Errors, r.FirstError, r.Resets, r.FirstReset, want)
+			} else if r.Resets > 0 {
+				t.Logf("case %s: %d connections reset after the handshake: %s", c.ID, r.Resets, r.FirstReset)
 			}
 			if c.Decider != kindNone && int(r.Queued) < r.Connections {
 				t.Errorf("case %s: %d queued for %d connections", c.ID, r.Queued, r.Connections)
 			}
 		}
 	}
-	if m := res.Memory; m == nil || m.StartupSeconds <= 0 || m.RSSIdleMB <= 0 || m.LoadErrors != 0 {
+	// The memory run's daemon rejects by default: its log shows whether it
+	// refused any of the load (each would have failed with a reset).
+	if m := res.Memory; m == nil || m.StartupSeconds <= 0 || m.RSSIdleMB <= 0 || m.LoadErrors != 0 ||
+		m.LoadRefused != 0 || m.LoadLogged < m.LoadConns+m.LoadResets || m.LoadResets > tolerableResets(o.Conns) {
 		t.Errorf("memory figures: %+v", res.Memory)
+	} else if m.LoadResets > 0 {
+		t.Logf("memory: %d connections reset after the handshake, none refused by the daemon: %s", m.LoadResets, m.LoadFirstReset)
 	}
 	if c := res.Churn; c == nil || c.Wrong != 0 || c.Logged != c.Processes || c.Processes != o.ChurnN {
 		t.Errorf("churn: %+v", res.Churn)

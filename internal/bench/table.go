@@ -18,8 +18,12 @@ func (r *Results) WriteTable(w io.Writer) {
 		if c.Decider != kindNone && c.CPUPer1k > 0 {
 			cpu = fmt.Sprintf("%.3f", c.CPUPer1k)
 		}
-		fmt.Fprintf(w, "| %s. %s | %.0f | %.2f | %.0f | %.2f | %.0f | %s | %d |\n",
-			c.ID, c.Name, c.PerSec, c.RatioPerSec, c.P50us, c.RatioP50, c.P99us, cpu, c.Errors)
+		errs := fmt.Sprint(c.Errors)
+		if c.Resets > 0 {
+			errs += fmt.Sprintf(" (+%d reset after the handshake)", c.Resets)
+		}
+		fmt.Fprintf(w, "| %s. %s | %.0f | %.2f | %.0f | %.2f | %.0f | %s | %s |\n",
+			c.ID, c.Name, c.PerSec, c.RatioPerSec, c.P50us, c.RatioP50, c.P99us, cpu, errs)
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintln(w)
@@ -38,7 +42,10 @@ func (r *Results) WriteTable(w io.Writer) {
 		if m.LoadFirstError != "" {
 			errs = " (" + strings.ReplaceAll(m.LoadFirstError, "|", "/") + ")"
 		}
-		fmt.Fprintf(w, "| load with %d rules | %.0f conn/s, %d errors%s |\n", m.Rules, m.LoadPerSec, m.LoadErrors, errs)
+		if m.LoadResets > 0 {
+			errs += fmt.Sprintf(", %d reset after the handshake (%s)", m.LoadResets, strings.ReplaceAll(m.LoadFirstReset, "|", "/"))
+		}
+		fmt.Fprintf(w, "| load with %d rules | %.0f conn/s, %d errors%s, %d refused by the daemon |\n", m.Rules, m.LoadPerSec, m.LoadErrors, errs, m.LoadRefused)
 	}
 	if c := r.Churn; c != nil {
 		fmt.Fprintln(w)
