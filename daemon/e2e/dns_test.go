@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -55,21 +54,6 @@ func (e *env) startDNS() string {
 		"-cname", "ads.allowed.test=x.tracker.test", "-a", "x.tracker.test="+srv)
 	waitFor(e.t, 5*time.Second, "DNS server ready", func() bool { return strings.Contains(p.out.String(), "ready") })
 	return addr
-}
-
-// allLogEntries reads the whole connection log of the stopped daemon.
-func (e *env) allLogEntries() []shared.LogEntry {
-	e.t.Helper()
-	st, err := store.Open(store.Options{Path: filepath.Join(e.dir, "tollgate.db"), LockTimeout: 2 * time.Second, MaxLogEntries: 100000}, nil)
-	if err != nil {
-		e.t.Fatalf("open database after the daemon stopped: %v", err)
-	}
-	defer st.Close()
-	entries, err := st.Log(store.LogFilter{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return entries
 }
 
 // Rules by name: each connection is named by what its own process

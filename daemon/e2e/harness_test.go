@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
 	"github.com/tollgate-fw/tollgate/internal/syncbuf"
+	"github.com/tollgate-fw/tollgate/shared"
 )
 
 // Ports the server namespace answers on.
@@ -270,6 +272,21 @@ func (e *env) stop(d *daemon, sig syscall.Signal) error {
 		e.t.Fatalf("tollgated did not exit after %v:\n%s", sig, d.out)
 	}
 	return err
+}
+
+// allLogEntries reads the whole connection log of the stopped daemon.
+func (e *env) allLogEntries() []shared.LogEntry {
+	e.t.Helper()
+	st, err := store.Open(store.Options{Path: filepath.Join(e.dir, "tollgate.db"), LockTimeout: 2 * time.Second, ReadOnly: true}, nil)
+	if err != nil {
+		e.t.Fatalf("open database after the daemon stopped: %v", err)
+	}
+	defer st.Close()
+	entries, err := st.Log(store.LogFilter{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return entries
 }
 
 // chains returns the client namespace's iptables and ip6tables rules.
