@@ -18,14 +18,14 @@ import (
 // 100k stored rules (a mix of exe, host, CIDR and port rules): read and
 // decode every record, build the one rule set.
 // Run: go test -run '^$' -bench New100k -benchmem -benchtime 3x ./daemon/rulebook/
-func BenchmarkNew100k(b *testing.B) {
+// store100k is a store holding 100,000 varied forever rules.
+func store100k(b *testing.B) (*store.Store, *slog.Logger) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	path := filepath.Join(b.TempDir(), "t.db")
 	st, err := store.Open(store.Options{Path: path}, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
 	rs := make([]shared.Rule, 100_000)
 	for i := range rs {
@@ -46,7 +46,13 @@ func BenchmarkNew100k(b *testing.B) {
 	if err := st.PutRules(rs); err != nil {
 		b.Fatal(err)
 	}
-	rs = nil
+	return st, log
+}
+
+func BenchmarkNew100k(b *testing.B) {
+	st, log := store100k(b)
+	defer st.Close()
+	var err error
 	b.ReportAllocs()
 	var book *Book
 	for b.Loop() {
@@ -71,4 +77,33 @@ func BenchmarkNew100k(b *testing.B) {
 		b.StartTimer()
 	}
 	runtime.KeepAlive(book)
+}
+
+// BenchmarkPage100k pages through 100,000 rules 1,000 at a time (what
+// ListRulesPage does for `tollgate rules list` and the rules window).
+func BenchmarkPage100k(b *testing.B) {
+	st, log := store100k(b)
+	defer st.Close()
+	book, err := New(st, func(*rules.Set) {}, log, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	pages := 0
+	for b.Loop() {
+		n, after := 0, ""
+		for {
+			page, more := book.Page(Actor{UID: 0, Admin: true}, after, 1000)
+			n += len(page)
+			pages++
+			if !more {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		if n != 100_000 {
+			b.Fatal(n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(pages)/1e6, "ms/page")
 }

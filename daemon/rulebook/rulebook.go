@@ -10,6 +10,7 @@
 package rulebook
 
 import (
+	"container/heap"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -208,6 +209,60 @@ func (b *Book) Count(a Actor) int {
 // 0); for an admin, every rule. Sorted by ID.
 func (b *Book) List(a Actor) []shared.Rule {
 	return b.list(a, func(rules.View) bool { return true })
+}
+
+// Page returns, sorted by ID, up to limit (at least 1) of the rules a may
+// see whose IDs sort after after ("": from the first), and whether more
+// follow. Paging through a large book costs O(n log limit) a page and
+// copies only the page's rules.
+func (b *Book) Page(a Actor, after string, limit int) ([]shared.Rule, bool) {
+	limit = max(limit, 1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The limit smallest IDs after `after`, in a max-heap by ID (the root
+	// is the largest kept, the first to go when a smaller one comes).
+	h := &idHeap{set: b.set}
+	more := false
+	for i := range b.set.Len() {
+		v := b.set.View(i)
+		if !visible(a, v.Owner()) || v.ID() <= after {
+			continue
+		}
+		switch {
+		case len(h.idx) < limit:
+			heap.Push(h, int32(i))
+		case v.ID() < b.set.View(int(h.idx[0])).ID():
+			h.idx[0] = int32(i)
+			heap.Fix(h, 0)
+			more = true
+		default:
+			more = true
+		}
+	}
+	slices.SortFunc(h.idx, func(x, y int32) int { return strings.Compare(b.set.View(int(x)).ID(), b.set.View(int(y)).ID()) })
+	out := make([]shared.Rule, len(h.idx))
+	for k, i := range h.idx {
+		out[k] = b.atLocked(int(i))
+	}
+	return out, more
+}
+
+// idHeap is a max-heap of set positions ordered by rule ID.
+type idHeap struct {
+	set *rules.Set
+	idx []int32
+}
+
+func (h *idHeap) Len() int { return len(h.idx) }
+func (h *idHeap) Less(i, j int) bool {
+	return h.set.View(int(h.idx[i])).ID() > h.set.View(int(h.idx[j])).ID()
+}
+func (h *idHeap) Swap(i, j int) { h.idx[i], h.idx[j] = h.idx[j], h.idx[i] }
+func (h *idHeap) Push(x any)    { h.idx = append(h.idx, x.(int32)) }
+func (h *idHeap) Pop() any {
+	x := h.idx[len(h.idx)-1]
+	h.idx = h.idx[:len(h.idx)-1]
+	return x
 }
 
 func (b *Book) list(a Actor, want func(rules.View) bool) []shared.Rule {

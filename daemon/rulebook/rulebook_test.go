@@ -2,6 +2,7 @@ package rulebook
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -352,5 +353,64 @@ func TestPruneLooksOnlyAtRulesThatCanEnd(t *testing.T) {
 	f.b.Prune(alive)
 	if calls != 0 {
 		t.Errorf("an edited rule is still watched (%d calls)", calls)
+	}
+}
+
+// Paging with every limit from 1 up visits exactly what List returns, in
+// its order, for each actor, with file rules among the stored ones.
+func TestPageWalksWhatListReturns(t *testing.T) {
+	f := newFixture(t, Options{})
+	f.b.SetFileRules([]shared.Rule{
+		{ID: "a.toml:1", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true, Match: shared.Match{Exe: "/f1"}},
+		{ID: "z.toml:2", Action: shared.ActionDeny, Lifetime: shared.LifetimeForever, Enabled: true, Match: shared.Match{Exe: "/f2"}},
+	})
+	for i := range 7 {
+		for _, a := range []Actor{root, alice, bob} {
+			if _, err := f.b.Add(a, rule(shared.ActionAllow, shared.LifetimeForever, fmt.Sprintf("/bin/%d-%d", a.UID, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, a := range []Actor{root, alice, bob, {UID: 4242}} {
+		want := f.b.List(a)
+		for limit := 1; limit <= len(want)+2; limit++ {
+			var got []shared.Rule
+			after, pages := "", 0
+			for {
+				page, more := f.b.Page(a, after, limit)
+				pages++
+				if len(page) > limit || (more && len(page) != limit) {
+					t.Fatalf("uid %d limit %d: page of %d, more %v", a.UID, limit, len(page), more)
+				}
+				got = append(got, page...)
+				if !more {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+			if len(got) != len(want) {
+				t.Fatalf("uid %d limit %d: paged %d rules, List %d", a.UID, limit, len(got), len(want))
+			}
+			for i := range want {
+				if got[i].ID != want[i].ID || got[i].Match.Exe != want[i].Match.Exe {
+					t.Fatalf("uid %d limit %d: rule %d is %s, List has %s", a.UID, limit, i, got[i].ID, want[i].ID)
+				}
+			}
+			if wantPages := max(1, (len(want)+limit-1)/limit); pages != wantPages {
+				t.Errorf("uid %d limit %d: %d pages for %d rules", a.UID, limit, pages, len(want))
+			}
+		}
+	}
+	// After the last ID: nothing, and no more.
+	all := f.b.List(root)
+	if page, more := f.b.Page(root, all[len(all)-1].ID, 10); len(page) != 0 || more {
+		t.Errorf("after the last: %d rules, more %v", len(page), more)
+	}
+	// Not visible to alice: bob's rules never appear in her pages.
+	page, _ := f.b.Page(alice, "", 1000)
+	for _, r := range page {
+		if r.Owner != alice.UID && r.Owner != shared.OwnerSystem {
+			t.Errorf("alice's page holds uid %d's rule %s", r.Owner, r.ID)
+		}
 	}
 }
