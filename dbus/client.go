@@ -122,13 +122,59 @@ func (c *Client) SetMode(ctx context.Context, mode string) error {
 	return c.call(ctx, MethodSetMode, nil, mode)
 }
 
-// ListRules returns the rules the caller may see.
+// ListRules returns the rules the caller may see, sorted by id, however
+// many: it pages through them (ListRulesPage). Rules changed meanwhile may
+// show as they were or as they became, never twice.
 func (c *Client) ListRules(ctx context.Context) ([]shared.Rule, error) {
-	var raw []map[string]godbus.Variant
-	if err := c.call(ctx, MethodListRules, []any{&raw}); err != nil {
-		return nil, err
+	var all []shared.Rule
+	after := ""
+	for {
+		page, next, err := c.RulesPage(ctx, after, PageMax)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		if next <= after {
+			return nil, fmt.Errorf("%s: the daemon went back from %q to %q", MethodListRulesPage, after, next)
+		}
+		after = next
 	}
-	return decodeList(MethodListRules, "rule", raw, shared.RuleFromFields)
+}
+
+// RulesPage returns up to limit rules (0: the daemon's default) the caller
+// may see whose ids sort after after, and the id to continue after ("" at
+// the end).
+func (c *Client) RulesPage(ctx context.Context, after string, limit int) ([]shared.Rule, string, error) {
+	q := map[string]any{}
+	if after != "" {
+		q["after"] = after
+	}
+	if limit > 0 {
+		q["limit"] = uint32(min(limit, PageMax))
+	}
+	var raw []map[string]godbus.Variant
+	var next string
+	if err := c.call(ctx, MethodListRulesPage, []any{&raw, &next}, Variants(q)); err != nil {
+		return nil, "", err
+	}
+	rs, err := decodeList(MethodListRulesPage, "rule", raw, shared.RuleFromFields)
+	return rs, next, err
+}
+
+// GetRule returns one rule the caller may see (ErrNotFound otherwise).
+func (c *Client) GetRule(ctx context.Context, id string) (shared.Rule, error) {
+	var raw map[string]godbus.Variant
+	if err := c.call(ctx, MethodGetRule, []any{&raw}, id); err != nil {
+		return shared.Rule{}, err
+	}
+	f, err := Fields(raw)
+	if err != nil {
+		return shared.Rule{}, fmt.Errorf("%s: %w", MethodGetRule, err)
+	}
+	return shared.RuleFromFields(f)
 }
 
 // decodeList reads a list of records (aa{sv}) a method returned, each with

@@ -32,6 +32,8 @@ const (
 	MethodGetStatus         = "GetStatus"
 	MethodSetMode           = "SetMode"
 	MethodListRules         = "ListRules"
+	MethodListRulesPage     = "ListRulesPage"
+	MethodGetRule           = "GetRule"
 	MethodAddRule           = "AddRule"
 	MethodUpdateRule        = "UpdateRule"
 	MethodDeleteRule        = "DeleteRule"

@@ -86,7 +86,7 @@ func TestXMLNamesTheConstants(t *testing.T) {
 	if n.Interfaces[0].Name != Interface {
 		t.Fatalf("first interface %s", n.Interfaces[0].Name)
 	}
-	if len(n.Interfaces[0].Methods) != 14 || len(n.Interfaces[0].Signals) != 4 {
+	if len(n.Interfaces[0].Methods) != 16 || len(n.Interfaces[0].Signals) != 4 {
 		t.Fatalf("%d methods, %d signals", len(n.Interfaces[0].Methods), len(n.Interfaces[0].Signals))
 	}
 }
@@ -350,5 +350,47 @@ func TestAnswerAndFilterRefuseBadInput(t *testing.T) {
 	a, err := shared.ParseAnswer(1, "deny", "forever", "", nil)
 	if err != nil || a.Scope != shared.ScopeExeHostPort {
 		t.Fatalf("default scope: %+v %v", a, err)
+	}
+}
+
+// WireSize bounds what the encoder writes for every kind of record, and
+// not wildly: a reply sized by it is refused for being big only when it is.
+func TestWireSizeBoundsTheEncoding(t *testing.T) {
+	c := shared.Connection{ID: 9, Time: time.Date(2026, 11, 21, 5, 0, 0, 123, time.UTC), Direction: shared.DirectionOut,
+		Proto: shared.ProtoTCP, LocalIP: netip.MustParseAddr("192.0.2.1"), RemoteIP: netip.MustParseAddr("2001:db8::1"),
+		RemotePort: 443, UID: 1000, PID: 42, Exe: "/usr/bin/curl", Cmdline: strings.Repeat("c", 3000),
+		Hosts: []string{"a.example", "b.example", strings.Repeat("h", 200)}}
+	records := []map[string]any{
+		{},
+		{"a": "", "b": uint32(1), "c": true, "d": []string{}, "e": int64(-1)},
+		(shared.Rule{ID: "r", Name: "n", Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Enabled: true,
+			Match: shared.Match{Exe: "/usr/bin/x", Host: "*.example.org", Port: shared.PortRange{Lo: 1, Hi: 2}}}).Fields(),
+		(shared.Pending{ID: 5, Connection: c, Count: 3}).Fields(),
+		(shared.LogEntry{Connection: c, Verdict: shared.Verdict{Action: shared.ActionDeny, Reason: "r"}}).Fields(),
+	}
+	for i, f := range records {
+		// Each against the same container empty: the difference (plus the
+		// array header WireSize counts) is the record's.
+		for _, pair := range [][2]any{
+			{Variants(f), Variants(map[string]any{})},
+			{VariantsList([]map[string]any{f, f, f}), VariantsList(nil)},
+		} {
+			body, none := pair[0], pair[1]
+			var empty, buf bytes.Buffer
+			if err := callMessage(none).EncodeTo(&empty, binary.LittleEndian); err != nil {
+				t.Fatal(err)
+			}
+			if err := callMessage(body).EncodeTo(&buf, binary.LittleEndian); err != nil {
+				t.Fatal(err)
+			}
+			got := buf.Len() - empty.Len() + 8
+			want := WireSize(f)
+			if _, list := body.([]map[string]godbus.Variant); list {
+				want = 8 + 3*(8+WireSize(f))
+			}
+			if got > want || want > 2*got+64 {
+				t.Errorf("record %d (%T): encoded %d bytes, WireSize says %d", i, body, got, want)
+			}
+		}
 	}
 }

@@ -21,6 +21,52 @@ const (
 	MaxIDLen       = 128     // a rule id
 )
 
+// MaxReplyBytes bounds what the daemon puts in one reply: dbus-daemon
+// refuses a message over 32 MiB (max_message_size) and disconnects its
+// sender, which for the daemon would end every agent's session.
+const MaxReplyBytes = 24 << 20
+
+// Pages of ListRulesPage: rules by default and at most, and bytes at most
+// (a page stops short rather than pass them).
+const (
+	PageDefault = 500
+	PageMax     = 5000
+	PageBytes   = 4 << 20
+)
+
+// WireSize is an upper bound on the bytes f takes in a message as a{sv},
+// padding included (the encoder is not run: it is for deciding what fits).
+func WireSize(f map[string]any) int {
+	n := 8 // array length, padded
+	for k, v := range f {
+		// Entry padding, key (length, bytes, nul), variant signature.
+		n += 8 + 4 + len(k) + 1 + 8 + valueSize(v)
+	}
+	return n
+}
+
+func valueSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return 8 + len(x) // padding, length, nul
+	case []string:
+		n := 8
+		for _, s := range x {
+			n += 8 + len(s)
+		}
+		return n
+	case map[string]any:
+		return 8 + WireSize(x)
+	case []map[string]any:
+		n := 8
+		for _, m := range x {
+			n += 8 + WireSize(m)
+		}
+		return n
+	}
+	return 16 // numbers and booleans: at most 8 bytes and 8 of padding
+}
+
 // Variants encodes a field map (as shared's Fields methods make them) for
 // the bus: every value becomes a variant, nested field maps become nested
 // a{sv}, lists of field maps aa{sv}.

@@ -57,8 +57,10 @@ type Backend interface {
 	Status(ctx context.Context, c Caller) (shared.Status, error)
 	// SetMode puts a mode in force (checked: enforcing|monitor|disabled, admin).
 	SetMode(ctx context.Context, c Caller, mode string) error
-	// Rules returns the rules in force (the bus layer filters them for c).
-	Rules(ctx context.Context, c Caller) ([]shared.Rule, error)
+	// RulesPage returns, sorted by id, up to limit of the rules c may see
+	// whose ids sort after after ("": from the first), and whether more
+	// follow (the bus layer filters them for c too).
+	RulesPage(ctx context.Context, c Caller, after string, limit int) ([]shared.Rule, bool, error)
 	// Rule returns one rule, or an error wrapping dbus.ErrNotFound.
 	Rule(ctx context.Context, id string) (shared.Rule, error)
 	// AddRule stores a normalized, valid rule whose owner the bus layer

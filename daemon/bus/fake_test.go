@@ -23,8 +23,10 @@ type fakeBackend struct {
 	log      []shared.LogEntry
 	answers  []shared.Answer
 	imported int
-	agents   map[string]uint32
-	gone     []string
+	// exportPad lengthens what ExportRules returns.
+	exportPad string
+	agents    map[string]uint32
+	gone      []string
 }
 
 func newFakeBackend() *fakeBackend {
@@ -45,15 +47,22 @@ func (b *fakeBackend) SetMode(ctx context.Context, c Caller, mode string) error 
 	return nil
 }
 
-func (b *fakeBackend) Rules(ctx context.Context, c Caller) ([]shared.Rule, error) {
+// RulesPage leaves visibility to the bus layer, so its filter is what
+// tests see.
+func (b *fakeBackend) RulesPage(ctx context.Context, c Caller, after string, limit int) ([]shared.Rule, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make([]shared.Rule, 0, len(b.rules))
 	for _, r := range b.rules {
-		out = append(out, r)
+		if r.ID > after {
+			out = append(out, r)
+		}
 	}
 	slices.SortFunc(out, func(x, y shared.Rule) int { return cmpStr(x.ID, y.ID) })
-	return out, nil
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
 
 func cmpStr(a, b string) int {
@@ -114,7 +123,9 @@ func (b *fakeBackend) DeleteRule(ctx context.Context, c Caller, id string) error
 }
 
 func (b *fakeBackend) ExportRules(ctx context.Context, c Caller) (string, error) {
-	return fmt.Sprintf("# rules of uid %d\n", c.UID), nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fmt.Sprintf("# rules of uid %d\n", c.UID) + b.exportPad, nil
 }
 
 func (b *fakeBackend) ImportRules(ctx context.Context, c Caller, toml string) (int, error) {

@@ -759,3 +759,58 @@ func BenchmarkIntegrationAddRule(b *testing.B) {
 		}
 	}
 }
+
+// Rules past what one bus message carries (32 MiB here, as on a system
+// bus): ListRules refuses by name instead of sending a message the bus
+// would refuse (dropping the daemon's connection, and every agent with it),
+// the client pages through them all, and the daemon stays on the bus.
+func TestIntegrationRulesPastTheMessageLimit(t *testing.T) {
+	e := newTestEnv(t)
+	e.startBus(t)
+	be := newFakeBackend()
+	name := strings.Repeat("n", dbus.MaxStringLen)
+	const n = 9000 // × 4 KiB names: 37 MB
+	for i := range n {
+		be.put(shared.Rule{ID: fmt.Sprintf("big%05d", i), Name: name, Action: shared.ActionDeny,
+			Lifetime: shared.LifetimeForever, Enabled: true, Match: shared.Match{Exe: "/usr/bin/x"}})
+	}
+	s := e.startServer(t, be, Options{PolkitDisabled: true})
+	root := e.rootClient(t)
+	ctx := context.Background()
+
+	conn, err := godbus.Dial(e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Auth(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Hello(); err != nil {
+		t.Fatal(err)
+	}
+	var raw []map[string]godbus.Variant
+	err = conn.Object(dbus.BusName, dbus.ObjectPath).CallWithContext(ctx, dbus.Interface+"."+dbus.MethodListRules, 0).Store(&raw)
+	var de godbus.Error
+	if !errors.As(err, &de) || de.Name != dbus.ErrorInvalidArgument || !strings.Contains(err.Error(), dbus.MethodListRulesPage) {
+		t.Fatalf("ListRules of %d rules of 4 KiB: %v, want InvalidArgument naming %s", n, err, dbus.MethodListRulesPage)
+	}
+	rs, err := root.ListRules(ctx)
+	if err != nil || len(rs) != n {
+		t.Fatalf("client ListRules (paging): %d rules, %v; want %d", len(rs), err, n)
+	}
+	for i, r := range rs {
+		if want := fmt.Sprintf("big%05d", i); r.ID != want || r.Name != name {
+			t.Fatalf("rule %d: %s (name of %d bytes), want %s", i, r.ID, len(r.Name), want)
+		}
+	}
+	if r, err := root.GetRule(ctx, "big00042"); err != nil || r.ID != "big00042" {
+		t.Fatalf("GetRule: %+v %v", r.ID, err)
+	}
+	if !s.Connected() {
+		t.Fatal("the daemon left the bus")
+	}
+	if _, err := root.GetStatus(ctx); err != nil {
+		t.Fatalf("GetStatus after: %v", err)
+	}
+}

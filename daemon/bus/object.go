@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
@@ -151,22 +152,114 @@ func visibleRule(c Caller, r shared.Rule) bool {
 	return c.Admin || r.Owner == shared.OwnerSystem || r.Owner == c.UID
 }
 
+// ListRules returns every rule the caller may see in one reply, unless that
+// would pass dbus.MaxReplyBytes: then the caller is told to page.
 func (o *object) ListRules(sender godbus.Sender) (fieldMaps, *godbus.Error) {
 	c, err := o.s.begin(sender, dbus.MethodListRules)
 	if err != nil {
 		return nil, dbus.ToDBusError(err)
 	}
-	rs, err := o.s.backend.Rules(c.ctx, c.caller)
+	out, _, cut, err := c.rules("", math.MaxInt, dbus.MaxReplyBytes)
 	if err != nil {
 		return nil, c.end(err)
 	}
-	out := make(fieldMaps, 0, len(rs))
-	for _, r := range rs {
-		if visibleRule(c.caller, r) {
-			out = append(out, dbus.Variants(r.Fields()))
-		}
+	if cut {
+		return nil, c.end(invalid("more than %d rules, over %d MiB: more than one reply carries; page through them with %s",
+			len(out), dbus.MaxReplyBytes>>20, dbus.MethodListRulesPage))
 	}
 	return out, c.end(nil)
+}
+
+// ListRulesPage returns one page of the rules the caller may see, by id:
+// query after (s, "" = from the first) and limit (u; 0 = dbus.PageDefault, at
+// most dbus.PageMax), and the id to ask after next ("" after the last page).
+func (o *object) ListRulesPage(sender godbus.Sender, raw fieldMap) (fieldMaps, string, *godbus.Error) {
+	c, err := o.s.begin(sender, dbus.MethodListRulesPage)
+	if err != nil {
+		return nil, "", dbus.ToDBusError(err)
+	}
+	q, err := dbus.Fields(raw)
+	if err != nil {
+		return nil, "", c.end(fmt.Errorf("query: %w", err))
+	}
+	after, limit := "", dbus.PageDefault
+	for k, v := range q {
+		switch k {
+		case "after":
+			s, ok := v.(string)
+			if !ok || len(s) > dbus.MaxIDLen {
+				return nil, "", c.end(invalid("query: after must be a rule id (a string of at most %d bytes)", dbus.MaxIDLen))
+			}
+			after = s
+		case "limit":
+			n, ok := v.(uint32)
+			if !ok {
+				return nil, "", c.end(invalid("query: limit must be a uint32"))
+			}
+			if n > 0 {
+				limit = min(int(n), dbus.PageMax)
+			}
+		default:
+			return nil, "", c.end(invalid("query: unknown field %.64q (after, limit)", k))
+		}
+	}
+	out, next, _, err := c.rules(after, limit, dbus.PageBytes)
+	if err != nil {
+		return nil, "", c.end(err)
+	}
+	return out, next, c.end(nil)
+}
+
+// rules collects, by id after after, up to limit of the rules the caller
+// may see, while their encoding stays within maxBytes (one rule at least).
+// next is the id to continue after ("" when no rule follows); cut says the
+// byte bound, not the limit or the end, stopped it.
+func (c *call) rules(after string, limit, maxBytes int) (out fieldMaps, next string, cut bool, err error) {
+	size := 8
+	for len(out) < limit {
+		rs, more, err := c.s.backend.RulesPage(c.ctx, c.caller, after, min(limit-len(out), dbus.PageMax))
+		if err != nil {
+			return nil, "", false, err
+		}
+		for _, r := range rs {
+			if !visibleRule(c.caller, r) {
+				after = r.ID
+				continue
+			}
+			f := r.Fields()
+			n := 8 + dbus.WireSize(f)
+			if len(out) > 0 && size+n > maxBytes {
+				return out, after, true, nil
+			}
+			size += n
+			out = append(out, dbus.Variants(f))
+			after = r.ID
+		}
+		if !more {
+			return out, "", false, nil
+		}
+	}
+	return out, after, false, nil
+}
+
+// GetRule returns one rule the caller may see; one it may not see is not
+// found (its existence is not told).
+func (o *object) GetRule(sender godbus.Sender, id string) (fieldMap, *godbus.Error) {
+	c, err := o.s.begin(sender, dbus.MethodGetRule)
+	if err != nil {
+		return nil, dbus.ToDBusError(err)
+	}
+	if err := checkRuleID(id); err != nil {
+		return nil, c.end(err)
+	}
+	r, err := o.s.backend.Rule(c.ctx, id)
+	if err == nil && !visibleRule(c.caller, r) {
+		err = fmt.Errorf("%w: rule %.64q", dbus.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, c.end(err)
+	}
+	return dbus.Variants(r.Fields()), c.end(nil)
 }
 
 // decodeRule reads a rule a client sent: bounded, no bookkeeping fields,
@@ -231,9 +324,17 @@ func (o *object) AddRule(sender godbus.Sender, raw fieldMap) (string, *godbus.Er
 }
 
 // ownedRule fetches rule id and checks the caller may change it.
-func (c *call) ownedRule(id string) (shared.Rule, error) {
+// checkRuleID refuses what cannot be a rule id before any lookup.
+func checkRuleID(id string) error {
 	if id == "" || len(id) > dbus.MaxIDLen {
-		return shared.Rule{}, invalid("rule id of %d bytes (1-%d)", len(id), dbus.MaxIDLen)
+		return invalid("rule id of %d bytes (1-%d)", len(id), dbus.MaxIDLen)
+	}
+	return nil
+}
+
+func (c *call) ownedRule(id string) (shared.Rule, error) {
+	if err := checkRuleID(id); err != nil {
+		return shared.Rule{}, err
 	}
 	old, err := c.s.backend.Rule(c.ctx, id)
 	if err != nil {
@@ -299,6 +400,10 @@ func (o *object) ExportRules(sender godbus.Sender) (string, *godbus.Error) {
 	s, err := o.s.backend.ExportRules(c.ctx, c.caller)
 	if err != nil {
 		return "", c.end(err)
+	}
+	if len(s) > dbus.MaxReplyBytes {
+		return "", c.end(invalid("the export is %d MiB, more than one reply carries (%d MiB); export fewer rules (ImportRules takes %d MiB a call)",
+			len(s)>>20, dbus.MaxReplyBytes>>20, dbus.MaxImportBytes>>20))
 	}
 	return s, c.end(nil)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func TestObjectMatchesXML(t *testing.T) {
 	for _, s := range n.Interfaces[0].Signals {
 		members[s.Name] = true
 	}
-	for _, c := range []string{dbus.MethodGetStatus, dbus.MethodSetMode, dbus.MethodListRules, dbus.MethodAddRule,
+	for _, c := range []string{dbus.MethodGetStatus, dbus.MethodSetMode, dbus.MethodListRules, dbus.MethodListRulesPage, dbus.MethodGetRule, dbus.MethodAddRule,
 		dbus.MethodUpdateRule, dbus.MethodDeleteRule, dbus.MethodExportRules, dbus.MethodImportRules,
 		dbus.MethodRegisterAgent, dbus.MethodUnregisterAgent, dbus.MethodListPending, dbus.MethodAnswer,
 		dbus.MethodRecentConnections, dbus.MethodExplain, dbus.SignalConnectionPending, dbus.SignalPendingResolved,
@@ -343,5 +344,137 @@ func TestExplainAsksAboutTheCallersOwnConnectionsOnly(t *testing.T) {
 	}
 	if _, _, e := o.Explain(":1.a", map[string]godbus.Variant{"uid": godbus.MakeVariant("x")}); errNameOf(e) != dbus.ErrorInvalidArgument {
 		t.Errorf("malformed connection: %v", e)
+	}
+}
+
+// pageAll walks ListRulesPage as name with limit, returning the ids.
+func pageAll(t *testing.T, o *object, name godbus.Sender, limit uint32) []string {
+	t.Helper()
+	var ids []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 10_000 {
+			t.Fatal("ListRulesPage never ends")
+		}
+		q := map[string]godbus.Variant{"limit": godbus.MakeVariant(limit)}
+		if after != "" {
+			q["after"] = godbus.MakeVariant(after)
+		}
+		rs, next, e := o.ListRulesPage(name, q)
+		if e != nil {
+			t.Fatalf("%s ListRulesPage after %q: %v", name, after, e)
+		}
+		if limit > 0 && len(rs) > int(limit) {
+			t.Fatalf("page of %d for limit %d", len(rs), limit)
+		}
+		for _, f := range rs {
+			ids = append(ids, f["id"].Value().(string))
+		}
+		if next == "" {
+			return ids
+		}
+		if next <= after {
+			t.Fatalf("next %q after %q", next, after)
+		}
+		after = next
+	}
+}
+
+func TestUnitRulePagesAndGetRule(t *testing.T) {
+	p := &fakePeer{uids: map[string]uint32{":1.root": 0, ":1.a": uidA, ":1.b": uidB}}
+	_, be, o := unitServer(t, p, Options{RateLimit: -1})
+	for i := range 30 {
+		owner := []uint32{shared.OwnerSystem, uidA, uidB}[i%3]
+		be.put(shared.Rule{ID: fmt.Sprintf("p%02d", i), Action: shared.ActionAllow, Lifetime: shared.LifetimeForever,
+			Owner: owner, Enabled: true, Match: shared.Match{Exe: fmt.Sprintf("/bin/p%d", i)}})
+	}
+	visibleTo := func(uid uint32) []string {
+		var ids []string
+		for id, r := range be.rules {
+			if uid == 0 || r.Owner == uid || r.Owner == shared.OwnerSystem {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	for _, c := range []struct {
+		name godbus.Sender
+		uid  uint32
+	}{{":1.root", 0}, {":1.a", uidA}, {":1.b", uidB}} {
+		want := visibleTo(c.uid)
+		for _, limit := range []uint32{0, 1, 4, 7, 1000} {
+			if got := pageAll(t, o, c.name, limit); !slices.Equal(got, want) {
+				t.Errorf("%s paging by %d: %v, want %v", c.name, limit, got, want)
+			}
+		}
+		all, e := o.ListRules(c.name)
+		if e != nil || len(all) != len(want) {
+			t.Errorf("%s ListRules: %d rules, %v; want %d", c.name, len(all), e, len(want))
+		}
+	}
+	v := godbus.MakeVariant
+	for _, q := range []map[string]godbus.Variant{
+		{"limit": v("10")}, {"limit": v(int32(10))}, {"after": v(uint32(1))},
+		{"after": v(strings.Repeat("x", dbus.MaxIDLen+1))}, {"offset": v(uint32(10))},
+	} {
+		if _, _, e := o.ListRulesPage(":1.a", q); errNameOf(e) != dbus.ErrorInvalidArgument {
+			t.Errorf("ListRulesPage(%v): %v, want InvalidArgument", q, e)
+		}
+	}
+	if f, e := o.GetRule(":1.a", "ra"); e != nil || f["exe"].Value() != "/usr/bin/curl" {
+		t.Errorf("A GetRule(ra): %v %v", f, e)
+	}
+	if _, e := o.GetRule(":1.a", "sys"); e != nil {
+		t.Errorf("A GetRule(sys): %v", e)
+	}
+	for _, id := range []string{"rb", "nope"} {
+		if _, e := o.GetRule(":1.a", id); errNameOf(e) != dbus.ErrorNotFound {
+			t.Errorf("A GetRule(%s): %v, want NotFound (B's rule and no rule alike)", id, e)
+		}
+	}
+	if _, e := o.GetRule(":1.root", "rb"); e != nil {
+		t.Errorf("root GetRule(rb): %v", e)
+	}
+	for _, id := range []string{"", strings.Repeat("x", dbus.MaxIDLen+1)} {
+		if _, e := o.GetRule(":1.a", id); errNameOf(e) != dbus.ErrorInvalidArgument {
+			t.Errorf("GetRule(%d bytes): %v, want InvalidArgument", len(id), e)
+		}
+	}
+}
+
+// More rules than one message carries: ListRules says so instead of
+// sending a reply the bus would refuse (and drop the daemon for), and
+// pages stop short of their byte bound yet walk them all.
+func TestUnitRulesPastOneReply(t *testing.T) {
+	p := &fakePeer{uids: map[string]uint32{":1.root": 0}}
+	_, be, o := unitServer(t, p, Options{RateLimit: -1})
+	name := strings.Repeat("n", dbus.MaxStringLen)
+	n := dbus.MaxReplyBytes/dbus.MaxStringLen + 100
+	for i := range n {
+		be.put(shared.Rule{ID: fmt.Sprintf("big%05d", i), Name: name, Action: shared.ActionDeny, Lifetime: shared.LifetimeForever,
+			Enabled: true, Match: shared.Match{Exe: "/usr/bin/x"}})
+	}
+	_, e := o.ListRules(":1.root")
+	if errNameOf(e) != dbus.ErrorInvalidArgument || !strings.Contains(e.Error(), dbus.MethodListRulesPage) {
+		t.Fatalf("ListRules of %d rules of 4 KiB: %v, want InvalidArgument naming %s", n, e, dbus.MethodListRulesPage)
+	}
+	rs, next, e := o.ListRulesPage(":1.root", map[string]godbus.Variant{"limit": godbus.MakeVariant(uint32(dbus.PageMax))})
+	if e != nil || len(rs) >= dbus.PageMax || next == "" {
+		t.Fatalf("first page: %d rules, next %q, %v; want fewer than %d (the byte bound) and a next", len(rs), next, e, dbus.PageMax)
+	}
+	size := 0
+	for _, f := range rs {
+		size += len(f["name"].Value().(string))
+	}
+	if size > dbus.PageBytes {
+		t.Errorf("page carries %d bytes of names, bound %d", size, dbus.PageBytes)
+	}
+	if got := pageAll(t, o, ":1.root", dbus.PageMax); len(got) != len(be.rules) {
+		t.Errorf("paged %d rules of %d", len(got), len(be.rules))
+	}
+	be.exportPad = strings.Repeat("#", dbus.MaxReplyBytes)
+	if _, e := o.ExportRules(":1.root"); errNameOf(e) != dbus.ErrorInvalidArgument {
+		t.Errorf("ExportRules of %d MiB: %v, want InvalidArgument", dbus.MaxReplyBytes>>20, e)
 	}
 }

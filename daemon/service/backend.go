@@ -88,9 +88,10 @@ func (s *Service) SetMode(ctx context.Context, c bus.Caller, mode string) error 
 	return nil
 }
 
-// Rules returns the rules c may see.
-func (s *Service) Rules(ctx context.Context, c bus.Caller) ([]shared.Rule, error) {
-	return s.book.List(actor(c)), nil
+// RulesPage returns a page of the rules c may see, sorted by id.
+func (s *Service) RulesPage(ctx context.Context, c bus.Caller, after string, limit int) ([]shared.Rule, bool, error) {
+	rs, more := s.book.Page(actor(c), after, limit)
+	return rs, more, nil
 }
 
 // Rule returns one rule.

@@ -67,7 +67,7 @@ func TestRulesPerUserLimitIsInvalidArgumentAndChangesNothing(t *testing.T) {
 	if got := stored(); got != before {
 		t.Errorf("%d rules stored after refused calls, want %d", got, before)
 	}
-	if rs, _ := s.Rules(ctx, alice); len(rs) != 2 {
+	if rs, _, _ := s.RulesPage(ctx, alice, "", 100); len(rs) != 2 {
 		t.Errorf("alice sees %d rules, want her 2", len(rs))
 	}
 	if _, err := s.AddRule(ctx, bob, rule(1)); err != nil {
