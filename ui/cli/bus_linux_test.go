@@ -111,13 +111,22 @@ func (s *busServer) SetMode(mode string) *godbus.Error {
 	return dbus.ToDBusError(s.f.SetMode(bg, mode))
 }
 
-func (s *busServer) ListRules() ([]map[string]godbus.Variant, *godbus.Error) {
+// ListRulesPage answers with every rule in one page (the fake holds few).
+func (s *busServer) ListRulesPage(map[string]godbus.Variant) ([]map[string]godbus.Variant, string, *godbus.Error) {
 	rules, err := s.f.ListRules(bg)
 	out := []map[string]godbus.Variant{}
 	for _, r := range rules {
 		out = append(out, dbus.Variants(r.Fields()))
 	}
-	return out, dbus.ToDBusError(err)
+	return out, "", dbus.ToDBusError(err)
+}
+
+func (s *busServer) GetRule(id string) (map[string]godbus.Variant, *godbus.Error) {
+	r, err := s.f.GetRule(bg, id)
+	if err != nil {
+		return nil, dbus.ToDBusError(err)
+	}
+	return dbus.Variants(r.Fields()), nil
 }
 
 func (s *busServer) AddRule(raw map[string]godbus.Variant) (string, *godbus.Error) {

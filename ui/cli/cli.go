@@ -29,6 +29,7 @@ type Client interface {
 	GetStatus(ctx context.Context) (shared.Status, error)
 	SetMode(ctx context.Context, mode string) error
 	ListRules(ctx context.Context) ([]shared.Rule, error)
+	GetRule(ctx context.Context, id string) (shared.Rule, error)
 	AddRuleFields(ctx context.Context, f map[string]any) (string, error)
 	UpdateRule(ctx context.Context, id string, r shared.Rule) error
 	DeleteRule(ctx context.Context, id string) error

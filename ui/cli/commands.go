@@ -254,16 +254,11 @@ func matchSummary(r shared.Rule) string {
 
 // findRule fetches the rule with the given id.
 func findRule(ctx context.Context, c Client, id string) (shared.Rule, error) {
-	rules, err := c.ListRules(ctx)
+	r, err := c.GetRule(ctx, id)
 	if err != nil {
-		return shared.Rule{}, fmt.Errorf("list rules: %w", err)
+		return shared.Rule{}, fmt.Errorf("get rule: %w", err)
 	}
-	for _, r := range rules {
-		if r.ID == id {
-			return r, nil
-		}
-	}
-	return shared.Rule{}, fmt.Errorf("rule %q: %w", id, dbus.ErrNotFound)
+	return r, nil
 }
 
 func setupRulesShow(fs *flag.FlagSet) action {

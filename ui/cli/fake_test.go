@@ -90,6 +90,18 @@ func (f *fakeDaemon) ListRules(ctx context.Context) ([]shared.Rule, error) {
 	return slices.Clone(f.rules), nil
 }
 
+func (f *fakeDaemon) GetRule(ctx context.Context, id string) (shared.Rule, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(false); err != nil {
+		return shared.Rule{}, err
+	}
+	if i := f.ruleIndex(id); i >= 0 {
+		return f.rules[i], nil
+	}
+	return shared.Rule{}, dbusErr(dbus.ErrorNotFound, "no rule "+id)
+}
+
 // AddRuleFields decodes and validates as the daemon does.
 func (f *fakeDaemon) AddRuleFields(ctx context.Context, fields map[string]any) (string, error) {
 	f.mu.Lock()
