@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-fw/tollgate/shared"
 	"golang.org/x/sys/unix"
 )
 
@@ -1020,12 +1021,16 @@ func (a *Attributor) readIdentity(pid int, prev *procFacts, id *identity) error 
 			id.exe, id.exeClaimed = "", exe
 		}
 	}
-	var buf [2048]byte
-	raw, err := readSmall(a.proc.path(pid, "cmdline"), buf[:0])
+	// Not much more than what is kept is read: a process may make its
+	// arguments megabytes long. (Twice the bound: empty arguments take a
+	// byte each in the file and none joined.)
+	const readMax = 2 * shared.MaxCmdline
+	var buf [readMax]byte // the cmdline, then status
+	raw, err := readPrefix(a.proc.path(pid, "cmdline"), buf[:0], readMax)
 	if err != nil {
 		return fmt.Errorf("read cmdline of pid %d: %w", pid, err)
 	}
-	id.cmdline = joinCmdline(id.cmdline[:0], raw)
+	id.cmdline = boundCmdline(joinCmdline(id.cmdline[:0], raw), len(raw) == readMax)
 	status, err := readSmall(a.proc.path(pid, "status"), buf[:0])
 	if err != nil {
 		return fmt.Errorf("read status of pid %d: %w", pid, err)

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/tollgate-fw/tollgate/shared"
 )
 
 var (
@@ -455,5 +458,31 @@ func TestLookupCancelledSearch(t *testing.T) {
 	_, found, err := a.Lookup(ctx, qOut)
 	if found || err == nil {
 		t.Errorf("cancelled search: found %v err %v, want an error", found, err)
+	}
+}
+
+// A command line longer than shared.MaxCmdline (megabytes, if a process
+// likes) is read only as far as it is kept, and kept cut with a mark on a
+// UTF-8 boundary; at the bound exactly it is kept whole.
+func TestLookupBoundsTheCommandLine(t *testing.T) {
+	long := strings.Repeat("é", shared.MaxCmdline) // 2 bytes a rune: a cut may fall inside one
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"x", long}, ("x " + long)[:shared.MaxCmdline-len("…")-1] + "…"},
+		{[]string{"y", strings.Repeat("a", 1<<20)}, "y " + strings.Repeat("a", shared.MaxCmdline-len("…")-2) + "…"},
+		{[]string{strings.Repeat("b", shared.MaxCmdline)}, strings.Repeat("b", shared.MaxCmdline)},
+		{[]string{strings.Repeat("c", shared.MaxCmdline-1), "", ""}, strings.Repeat("c", shared.MaxCmdline-1)},
+	} {
+		fp := newFakeProc(t)
+		fp.add(fakeProcess{PID: 4242, PPID: 1, Start: 12000, UID: 1000, GID: 1000, Exe: "nc", Args: c.args, FDs: map[int]uint64{7: 5000}})
+		socks := newFakeSockets()
+		socks.add(tcpOut, 5000, 1000)
+		p := mustFind(t, testAttributor(t, fp, socks, newFakeEvents()), qOut)
+		if p.Cmdline != c.want || len(p.Cmdline) > shared.MaxCmdline || !utf8.ValidString(p.Cmdline) {
+			t.Errorf("args of %d bytes: cmdline of %d bytes ending %q, want %d ending %q", len(strings.Join(c.args, " ")),
+				len(p.Cmdline), p.Cmdline[max(0, len(p.Cmdline)-8):], len(c.want), c.want[max(0, len(c.want)-8):])
+		}
 	}
 }

@@ -53,6 +53,31 @@ func readSmall(path string, buf []byte) ([]byte, error) {
 	return readFD(fd, path, buf)
 }
 
+// readPrefix reads at most n bytes from the start of path into buf (grown
+// if needed).
+func readPrefix(path string, buf []byte, n int) ([]byte, error) {
+	fd, err := openRead(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	buf = slices.Grow(buf[:0], n)
+	for len(buf) < n {
+		m, err := unix.Read(fd, buf[len(buf):n])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		buf = buf[:len(buf)+m]
+	}
+	return buf, nil
+}
+
 // readFD reads the small file open at fd (path names it in errors).
 func readFD(fd int, path string, buf []byte) ([]byte, error) {
 	buf = buf[:0]

@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/tollgate-fw/tollgate/shared"
 )
 
 // statInfo holds the fields of /proc/PID/stat the attributor needs.
@@ -201,6 +204,21 @@ func parseHexAddrPort(b []byte) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(raw[:4])), uint16(port)), nil
 	}
 	return netip.AddrPortFrom(netip.AddrFrom16(raw).Unmap(), uint16(port)), nil
+}
+
+// boundCmdline keeps a joined command line within shared.MaxCmdline bytes:
+// one that is longer, or whose raw form was read only in part (cut), ends
+// in "…", cut on a UTF-8 boundary.
+func boundCmdline(b []byte, cut bool) []byte {
+	const mark = "…"
+	if len(b) <= shared.MaxCmdline && !cut {
+		return b
+	}
+	n := min(len(b), shared.MaxCmdline-len(mark))
+	for n > 0 && n < len(b) && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return append(b[:n], mark...)
 }
 
 // joinCmdline appends the arguments of a /proc/PID/cmdline (each ended by
