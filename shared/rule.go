@@ -103,11 +103,12 @@ type Rule struct {
 	LastHit  time.Time
 }
 
-// MaxCmdline bounds Connection.Cmdline: the daemon keeps the first
-// MaxCmdline bytes of a command line (ending in "…" when cut), and that is
-// what rules match, the log keeps and D-Bus carries (whose strings stop at
-// 4,096 bytes), however long a process makes its arguments.
-const MaxCmdline = 4000
+// MaxProcessText bounds the text a process chooses for itself,
+// Connection.Cmdline and Connection.Unit (a user nests units in a
+// delegated cgroup tree): the daemon keeps the first MaxProcessText bytes
+// (ending in "…" when cut), and that is what rules match, the log keeps
+// and D-Bus carries (whose strings stop at 4,096 bytes).
+const MaxProcessText = 4000
 
 // Connection is one new connection as the daemon saw and attributed it.
 // Its JSON form (as LogEntry and Verdict) uses stable snake_case names and
@@ -135,9 +136,9 @@ type Connection struct {
 	Exe         string      `json:"exe,omitempty"`
 	ExeClaimed  string      `json:"exe_claimed,omitempty"` // the unverified path when Exe is "": shown, never matched (see daemon/attribution)
 	ExeSHA256   string      `json:"exe_sha256,omitempty"`
-	Cmdline     string      `json:"cmdline,omitempty"` // at most MaxCmdline bytes
-	Unit        string      `json:"unit,omitempty"`
-	App         string      `json:"app,omitempty"` // flatpak:<id> or snap:<name>, when the process is one
+	Cmdline     string      `json:"cmdline,omitempty"` // at most MaxProcessText bytes
+	Unit        string      `json:"unit,omitempty"`    // at most MaxProcessText bytes
+	App         string      `json:"app,omitempty"`     // flatpak:<id> or snap:<name>, when the process is one
 	User        string      `json:"user,omitempty"`
 	Attribution Attribution `json:"attribution,omitempty"`
 

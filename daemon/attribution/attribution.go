@@ -1024,13 +1024,13 @@ func (a *Attributor) readIdentity(pid int, prev *procFacts, id *identity) error 
 	// Not much more than what is kept is read: a process may make its
 	// arguments megabytes long. (Twice the bound: empty arguments take a
 	// byte each in the file and none joined.)
-	const readMax = 2 * shared.MaxCmdline
+	const readMax = 2 * shared.MaxProcessText
 	var buf [readMax]byte // the cmdline, then status
 	raw, err := readPrefix(a.proc.path(pid, "cmdline"), buf[:0], readMax)
 	if err != nil {
 		return fmt.Errorf("read cmdline of pid %d: %w", pid, err)
 	}
-	id.cmdline = boundCmdline(joinCmdline(id.cmdline[:0], raw), len(raw) == readMax)
+	id.cmdline = boundText(joinCmdline(id.cmdline[:0], raw), len(raw) == readMax)
 	status, err := readSmall(a.proc.path(pid, "status"), buf[:0])
 	if err != nil {
 		return fmt.Errorf("read status of pid %d: %w", pid, err)
@@ -1079,6 +1079,9 @@ func (a *Attributor) gather(pid int, st statInfo) (*procFacts, error) {
 		UID: id.uid, GID: id.gid, Exe: id.exe, ExeClaimed: id.exeClaimed, Cmdline: string(id.cmdline), Cgroup: cgroup,
 	}}
 	f.p.Unit, f.p.App = cgroupUnit(cgroup)
+	if len(f.p.Unit) > shared.MaxProcessText {
+		f.p.Unit = string(boundText([]byte(f.p.Unit), false))
+	}
 	f.p.User = a.userName(id.uid)
 	if exeErr == nil {
 		sum, eid, err := a.hashes.sum(exeFile)

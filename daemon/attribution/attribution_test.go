@@ -2,6 +2,7 @@ package attribution
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -461,28 +462,45 @@ func TestLookupCancelledSearch(t *testing.T) {
 	}
 }
 
-// A command line longer than shared.MaxCmdline (megabytes, if a process
+// A command line longer than shared.MaxProcessText (megabytes, if a process
 // likes) is read only as far as it is kept, and kept cut with a mark on a
 // UTF-8 boundary; at the bound exactly it is kept whole.
 func TestLookupBoundsTheCommandLine(t *testing.T) {
-	long := strings.Repeat("é", shared.MaxCmdline) // 2 bytes a rune: a cut may fall inside one
+	long := strings.Repeat("é", shared.MaxProcessText) // 2 bytes a rune: a cut may fall inside one
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"x", long}, ("x " + long)[:shared.MaxCmdline-len("…")-1] + "…"},
-		{[]string{"y", strings.Repeat("a", 1<<20)}, "y " + strings.Repeat("a", shared.MaxCmdline-len("…")-2) + "…"},
-		{[]string{strings.Repeat("b", shared.MaxCmdline)}, strings.Repeat("b", shared.MaxCmdline)},
-		{[]string{strings.Repeat("c", shared.MaxCmdline-1), "", ""}, strings.Repeat("c", shared.MaxCmdline-1)},
+		{[]string{"x", long}, ("x " + long)[:shared.MaxProcessText-len("…")-1] + "…"},
+		{[]string{"y", strings.Repeat("a", 1<<20)}, "y " + strings.Repeat("a", shared.MaxProcessText-len("…")-2) + "…"},
+		{[]string{strings.Repeat("b", shared.MaxProcessText)}, strings.Repeat("b", shared.MaxProcessText)},
+		{[]string{strings.Repeat("c", shared.MaxProcessText-1), "", ""}, strings.Repeat("c", shared.MaxProcessText-1)},
 	} {
 		fp := newFakeProc(t)
 		fp.add(fakeProcess{PID: 4242, PPID: 1, Start: 12000, UID: 1000, GID: 1000, Exe: "nc", Args: c.args, FDs: map[int]uint64{7: 5000}})
 		socks := newFakeSockets()
 		socks.add(tcpOut, 5000, 1000)
 		p := mustFind(t, testAttributor(t, fp, socks, newFakeEvents()), qOut)
-		if p.Cmdline != c.want || len(p.Cmdline) > shared.MaxCmdline || !utf8.ValidString(p.Cmdline) {
+		if p.Cmdline != c.want || len(p.Cmdline) > shared.MaxProcessText || !utf8.ValidString(p.Cmdline) {
 			t.Errorf("args of %d bytes: cmdline of %d bytes ending %q, want %d ending %q", len(strings.Join(c.args, " ")),
 				len(p.Cmdline), p.Cmdline[max(0, len(p.Cmdline)-8):], len(c.want), c.want[max(0, len(c.want)-8):])
 		}
+	}
+}
+
+// A user nests units in their delegated cgroup tree as deep as they like:
+// the unit path is kept within the bound, still under the user's manager.
+func TestLookupBoundsTheUnit(t *testing.T) {
+	cg := "/user.slice/user-1000.slice/user@1000.service"
+	for i := range 40 {
+		cg += fmt.Sprintf("/%s-%d.service", strings.Repeat("u", 200), i)
+	}
+	fp := newFakeProc(t)
+	fp.add(fakeProcess{PID: 4242, PPID: 1, Start: 12000, UID: 1000, GID: 1000, Exe: "nc", Args: []string{"nc"}, Cgroup: cg, FDs: map[int]uint64{7: 5000}})
+	socks := newFakeSockets()
+	socks.add(tcpOut, 5000, 1000)
+	p := mustFind(t, testAttributor(t, fp, socks, newFakeEvents()), qOut)
+	if len(p.Unit) > shared.MaxProcessText || !strings.HasPrefix(p.Unit, "user@1000.service/") || !strings.HasSuffix(p.Unit, "…") {
+		t.Errorf("unit of %d bytes: %.40q...%q", len(p.Unit), p.Unit, p.Unit[max(0, len(p.Unit)-8):])
 	}
 }

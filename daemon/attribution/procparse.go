@@ -206,15 +206,16 @@ func parseHexAddrPort(b []byte) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(netip.AddrFrom16(raw).Unmap(), uint16(port)), nil
 }
 
-// boundCmdline keeps a joined command line within shared.MaxCmdline bytes:
-// one that is longer, or whose raw form was read only in part (cut), ends
-// in "…", cut on a UTF-8 boundary.
-func boundCmdline(b []byte, cut bool) []byte {
+// boundText keeps text a process chose (a joined command line, a unit
+// path) within shared.MaxProcessText bytes: one that is longer, or whose
+// raw form was read only in part (cut), ends in "…", cut on a UTF-8
+// boundary.
+func boundText(b []byte, cut bool) []byte {
 	const mark = "…"
-	if len(b) <= shared.MaxCmdline && !cut {
+	if len(b) <= shared.MaxProcessText && !cut {
 		return b
 	}
-	n := min(len(b), shared.MaxCmdline-len(mark))
+	n := min(len(b), shared.MaxProcessText-len(mark))
 	for n > 0 && n < len(b) && !utf8.RuneStart(b[n]) {
 		n--
 	}
