@@ -248,7 +248,8 @@ func (inv *invocation) dial(ctx context.Context) (Client, error) {
 // command is one command (or group of subcommands) of the CLI.
 type command struct {
 	name    string
-	args    string // synopsis of arguments and flags
+	args    string  // synopsis of arguments and flags
+	pos     posArgs // positional arguments it takes (none when zero)
 	summary string
 	// setup registers the command's flags and returns its action.
 	setup func(fs *flag.FlagSet) func(ctx context.Context, inv *invocation) error
@@ -347,6 +348,13 @@ parsed:
 		}
 		return usagef("%s: %v", strings.Join(path, " "), err)
 	}
+	if n := len(pos); n < cmd.pos.min || n > cmd.pos.max {
+		what := cmd.pos.what
+		if what == "" {
+			what = "no arguments"
+		}
+		return usagef("want %s, got %d argument(s)", what, n)
+	}
 	inv.args = pos
 	return action(ctx, inv)
 }
@@ -388,13 +396,14 @@ func names(cmds []*command) string {
 	return strings.Join(s, ", ")
 }
 
-// wantArgs checks the number of positional arguments.
-func wantArgs(inv *invocation, min, max int, what string) error {
-	if n := len(inv.args); n < min || n > max {
-		return usagef("want %s, got %d argument(s)", what, n)
-	}
-	return nil
+// posArgs says how many positional arguments a command takes (the run
+// checks, before the command's action), and what they are.
+type posArgs struct {
+	min, max int
+	what     string
 }
+
+var ruleID = posArgs{1, 1, "a rule ID"}
 
 const helpTail = `Global flags (anywhere on the line):
   --json          JSON output with the shared field names (errors as JSON on stderr);

@@ -24,24 +24,24 @@ type action = func(ctx context.Context, inv *invocation) error
 func commands() []*command {
 	return []*command{
 		{name: "status", summary: "show the mode, counts and kernel queue statistics", setup: setupStatus},
-		{name: "mode", args: "[enforcing|monitor|disabled]", summary: "show the mode, or set it (admin)", setup: setupMode},
+		{name: "mode", args: "[enforcing|monitor|disabled]", pos: posArgs{0, 1, "at most one mode"}, summary: "show the mode, or set it (admin)", setup: setupMode},
 		{name: "rules", summary: "manage rules", subs: []*command{
 			{name: "list", args: "[-q]", summary: "list the rules you can see (-q: ids only)", setup: setupRulesList},
-			{name: "show", args: "ID", summary: "show every field of a rule", setup: setupRulesShow},
-			{name: "add", args: "--action A [MATCH FLAGS...]", summary: "add a rule (flags are the shared field names)", setup: setupRulesAdd},
-			{name: "edit", args: "ID [FIELD FLAGS...]", summary: "change fields of a rule (an empty value removes a field)", setup: setupRulesEdit},
-			{name: "rm", args: "ID", summary: "delete a rule", setup: setupRulesRm},
-			{name: "enable", args: "ID", summary: "enable a rule", setup: setupRulesEnable(true)},
-			{name: "disable", args: "ID", summary: "disable a rule", setup: setupRulesEnable(false)},
-			{name: "explain", args: "[LOG-ID] [--exe PATH] [--host NAME] [--ip ADDR] [--port N] [--proto P] [--uid N]...", summary: "say which rules match a connection (described, or from the log) and which decides", setup: setupRulesExplain},
-			{name: "export", args: "[FILE]", summary: "write your forever rules as a TOML rules file (stdout without FILE)", setup: setupRulesExport},
-			{name: "import", args: "FILE|-", summary: "store the rules of a TOML rules file as system rules (admin; idempotent)", setup: setupRulesImport},
+			{name: "show", args: "ID", pos: ruleID, summary: "show every field of a rule", setup: setupRulesShow},
+			{name: "add", args: "--action A [MATCH FLAGS...]", pos: posArgs{0, 0, "only flags (did you forget -- before a value?)"}, summary: "add a rule (flags are the shared field names)", setup: setupRulesAdd},
+			{name: "edit", args: "ID [FIELD FLAGS...]", pos: ruleID, summary: "change fields of a rule (an empty value removes a field)", setup: setupRulesEdit},
+			{name: "rm", args: "ID", pos: ruleID, summary: "delete a rule", setup: setupRulesRm},
+			{name: "enable", args: "ID", pos: ruleID, summary: "enable a rule", setup: setupRulesEnable(true)},
+			{name: "disable", args: "ID", pos: ruleID, summary: "disable a rule", setup: setupRulesEnable(false)},
+			{name: "explain", args: "[LOG-ID] [--exe PATH] [--host NAME] [--ip ADDR] [--port N] [--proto P] [--uid N]...", pos: posArgs{0, 1, "at most a connection id from tollgate log --json"}, summary: "say which rules match a connection (described, or from the log) and which decides", setup: setupRulesExplain},
+			{name: "export", args: "[FILE]", pos: posArgs{0, 1, "at most a FILE"}, summary: "write your forever rules as a TOML rules file (stdout without FILE)", setup: setupRulesExport},
+			{name: "import", args: "FILE|-", pos: posArgs{1, 1, "a FILE (or - for stdin)"}, summary: "store the rules of a TOML rules file as system rules (admin; idempotent)", setup: setupRulesImport},
 		}},
 		{name: "pending", args: "[-q]", summary: "list connections waiting for an answer (-q: ids only)", setup: setupPending},
-		{name: "answer", args: "ID allow|deny|reject [--lifetime L] [--until TIME] [--scope S] [--system]", summary: "answer a pending connection", setup: setupAnswer},
+		{name: "answer", args: "ID allow|deny|reject [--lifetime L] [--until TIME] [--scope S] [--system]", pos: posArgs{2, 2, "ID and allow|deny|reject"}, summary: "answer a pending connection", setup: setupAnswer},
 		{name: "log", args: "[--follow] [--limit N] [--verdict allow|deny|reject] [--exe PATH] [--host NAME] [--since TIME]", summary: "show recent connections, newest last", setup: setupLog},
 		{name: "prompt", args: "[--scope S]", summary: "be the terminal agent: answer each pending connection from the keyboard", setup: setupPrompt},
-		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script", setup: setupCompletion},
+		{name: "completion", args: "bash|zsh|fish", pos: posArgs{1, 1, "bash, zsh or fish"}, summary: "print a shell completion script", setup: setupCompletion},
 	}
 }
 
@@ -88,9 +88,6 @@ func (t *tableWriter) Flush() error {
 
 func setupStatus(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "no arguments"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -121,9 +118,6 @@ var modes = []string{"enforcing", "monitor", "disabled"}
 
 func setupMode(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 1, "at most one mode"); err != nil {
-			return err
-		}
 		if len(inv.args) == 1 && !slices.Contains(modes, inv.args[0]) {
 			return usagef("unknown mode %q (want enforcing, monitor or disabled)", inv.args[0])
 		}
@@ -184,9 +178,6 @@ func printedList[T any](inv *invocation, quiet bool, items []T, fields func(T) m
 func setupRulesList(fs *flag.FlagSet) action {
 	quiet := fs.Bool("q", false, "print rule ids only")
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "no arguments"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -263,9 +254,6 @@ func findRule(ctx context.Context, c Client, id string) (shared.Rule, error) {
 
 func setupRulesShow(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 1, 1, "a rule ID"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -291,9 +279,6 @@ func setupRulesShow(fs *flag.FlagSet) action {
 func setupRulesAdd(fs *flag.FlagSet) action {
 	rf := addRuleFlags(fs)
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "only flags (did you forget -- before a value?)"); err != nil {
-			return err
-		}
 		if len(rf.order) == 0 {
 			return usagef("rules add needs at least --action (see tollgate rules add --help)")
 		}
@@ -329,9 +314,6 @@ func setupRulesAdd(fs *flag.FlagSet) action {
 func setupRulesEdit(fs *flag.FlagSet) action {
 	rf := addRuleFlags(fs)
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 1, 1, "a rule ID"); err != nil {
-			return err
-		}
 		if len(rf.order) == 0 {
 			return usagef("rules edit needs at least one field flag (see tollgate rules edit --help)")
 		}
@@ -365,9 +347,6 @@ func setupRulesEdit(fs *flag.FlagSet) action {
 
 func setupRulesRm(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 1, 1, "a rule ID"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -391,9 +370,6 @@ func setupRulesEnable(enable bool) func(fs *flag.FlagSet) action {
 	}
 	return func(fs *flag.FlagSet) action {
 		return func(ctx context.Context, inv *invocation) error {
-			if err := wantArgs(inv, 1, 1, "a rule ID"); err != nil {
-				return err
-			}
 			c, err := inv.dial(ctx)
 			if err != nil {
 				return err
@@ -419,9 +395,6 @@ func setupRulesEnable(enable bool) func(fs *flag.FlagSet) action {
 
 func setupRulesExport(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 1, "at most a FILE"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -451,9 +424,6 @@ func setupRulesExport(fs *flag.FlagSet) action {
 
 func setupRulesImport(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 1, 1, "a FILE (or - for stdin)"); err != nil {
-			return err
-		}
 		file := inv.args[0]
 		var r io.Reader = inv.app.Stdin
 		if file != "-" {
@@ -563,9 +533,6 @@ func (a *App) left(deadline time.Time) string {
 func setupPending(fs *flag.FlagSet) action {
 	quiet := fs.Bool("q", false, "print pending ids only")
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "no arguments"); err != nil {
-			return err
-		}
 		c, err := inv.dial(ctx)
 		if err != nil {
 			return err
@@ -595,9 +562,6 @@ func setupAnswer(fs *flag.FlagSet) action {
 	scope := fs.String("scope", "exe-host-port", "exe-host-port | exe-host | exe-any | any-exe-host")
 	system := fs.Bool("system", false, "make a system rule instead of one for the connection's user (admins)")
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 2, 2, "ID and allow|deny|reject"); err != nil {
-			return err
-		}
 		id, err := strconv.ParseUint(inv.args[0], 10, 64)
 		if err != nil {
 			return usagef("pending id %q is not a number (tollgate pending lists them)", inv.args[0])
@@ -666,9 +630,6 @@ func setupLog(fs *flag.FlagSet) action {
 	host := fs.String("host", "", "only connections to this host name")
 	since := fs.String("since", "", "only entries since TIME (RFC 3339, 2006-01-02 15:04, or a duration back like 1h)")
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "no arguments"); err != nil {
-			return err
-		}
 		if *limit < 1 || *limit > shared.MaxLogLimit {
 			return usagef("--limit %d: want 1-%d", *limit, shared.MaxLogLimit)
 		}

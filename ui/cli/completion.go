@@ -86,9 +86,6 @@ func leaves() []leaf {
 
 func setupCompletion(fs *flag.FlagSet) action {
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 1, 1, "bash, zsh or fish"); err != nil {
-			return err
-		}
 		w := inv.app.Stdout
 		switch inv.args[0] {
 		case "bash":

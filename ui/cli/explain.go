@@ -84,9 +84,6 @@ func (c *connFlags) connection() (shared.Connection, error) {
 func setupRulesExplain(fs *flag.FlagSet) action {
 	cf := addConnFlags(fs)
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 1, "at most a connection id from tollgate log --json"); err != nil {
-			return err
-		}
 		conn, err := cf.connection()
 		if err != nil {
 			return err

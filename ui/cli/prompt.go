@@ -36,9 +36,6 @@ const promptKeyLine = "[a] allow once  [s] allow session  [A] allow forever  [d]
 func setupPrompt(fs *flag.FlagSet) action {
 	scope := fs.String("scope", "exe-host-port", "how far rules made from answers reach: exe-host-port | exe-host | exe-any | any-exe-host")
 	return func(ctx context.Context, inv *invocation) error {
-		if err := wantArgs(inv, 0, 0, "no arguments"); err != nil {
-			return err
-		}
 		sc, err := shared.ParseAnswerScope(*scope)
 		if err != nil {
 			return usagef("--scope: %v", err)
