@@ -362,7 +362,7 @@ func (s *Service) RecentConnections(ctx context.Context, c bus.Caller, f shared.
 		limit = defaultLimit
 	}
 	limit = min(limit, maxLimit)
-	sf := store.LogFilter{Limit: limit, Since: f.Since, Action: f.Action}
+	sf := store.LogFilter{Limit: limit, Since: f.Since, Action: f.Action, Exe: f.Exe, Host: f.Host}
 	if !actor(c).Admin {
 		uid := int64(c.UID)
 		sf.UID = &uid
@@ -370,26 +370,11 @@ func (s *Service) RecentConnections(ctx context.Context, c bus.Caller, f shared.
 		uid := int64(*f.UID)
 		sf.UID = &uid
 	}
-	if f.Exe != "" || f.Host != "" {
-		sf.Limit = maxLimit // filtered below
-	}
 	entries, err := s.store.Log(sf)
 	if err != nil {
 		return nil, fmt.Errorf("read connection log: %w", err)
 	}
-	if f.Exe == "" && f.Host == "" {
-		return entries, nil
-	}
-	out := entries[:0]
-	for _, e := range entries {
-		if (f.Exe == "" || e.Connection.Exe == f.Exe) && (f.Host == "" || containsString(e.Connection.Hosts, f.Host)) {
-			out = append(out, e)
-			if len(out) == limit {
-				break
-			}
-		}
-	}
-	return out, nil
+	return entries, nil
 }
 
 // explainPID stands for the process of a connection asked about by

@@ -51,6 +51,31 @@ func BenchmarkAppendLog100Full(b *testing.B) {
 	}
 }
 
+// BenchmarkLogByExe100k looks for the newest 100 connections of an
+// executable that made none of the newest 99,000 in a full log of
+// 100,000 (`tollgate log --exe PATH`): a walk of the whole log.
+func BenchmarkLogByExe100k(b *testing.B) {
+	s := openT(b, Options{Path: dbPath(b), MaxLogEntries: 100_000})
+	for i := 0; i < 100_000; i += 1000 {
+		batch := entries(uint64(i), 1000)
+		if i == 0 {
+			for j := range batch {
+				batch[j].Connection.Exe = "/usr/bin/rare"
+			}
+		}
+		if err := s.AppendLog(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		got, err := s.Log(LogFilter{Exe: "/usr/bin/rare", Limit: 100})
+		if err != nil || len(got) != 100 {
+			b.Fatal(len(got), err)
+		}
+	}
+}
+
 func storeWithRules(b *testing.B, n int) string {
 	b.Helper()
 	path := dbPath(b)

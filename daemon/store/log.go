@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -36,6 +38,8 @@ type LogFilter struct {
 	Since  time.Time     // only connections at or after this time; zero: any
 	UID    *int64        // only this user's connections (Connection.UID); nil: everyone's
 	Action shared.Action // only this verdict action; "": any
+	Exe    string        // only connections of this executable (exact); "": any
+	Host   string        // only connections to this host name (one of Hosts, exact); "": any
 }
 
 // AppendLog appends entries (oldest first, as they happened) in one
@@ -230,6 +234,15 @@ func (s *Store) Log(f LogFilter) ([]shared.LogEntry, error) {
 	if !f.Since.IsZero() {
 		since = unixNano(f.Since)
 	}
+	// Records that cannot hold the exe or host asked for are passed over
+	// without decoding: their JSON lacks the encoded string.
+	var wantExe, wantHost []byte
+	if f.Exe != "" {
+		wantExe = appendJSONString([]byte(`"exe":`), f.Exe)
+	}
+	if f.Host != "" {
+		wantHost = appendJSONString(nil, f.Host)
+	}
 	var out []shared.LogEntry
 	skipped := 0
 	// The bucket may hold up to trimSlack entries past the bound: only the
@@ -250,12 +263,16 @@ func (s *Store) Log(f LogFilter) ([]shared.LogEntry, error) {
 				skipped++
 				continue
 			}
-			if !f.match(h, since) {
+			if !f.match(h, since) || (wantExe != nil && !bytes.Contains(h.json, wantExe)) ||
+				(wantHost != nil && !bytes.Contains(h.json, wantHost)) {
 				continue
 			}
 			var e shared.LogEntry
 			if err := json.Unmarshal(h.json, &e); err != nil {
 				skipped++
+				continue
+			}
+			if (f.Exe != "" && e.Connection.Exe != f.Exe) || (f.Host != "" && !slices.Contains(e.Connection.Hosts, f.Host)) {
 				continue
 			}
 			out = append(out, e)

@@ -232,3 +232,48 @@ func FuzzLogHeader(f *testing.F) {
 		}
 	})
 }
+
+// Exe and host filters walk the whole log (not only its newest part) and
+// match exactly: a record whose other fields hold the same text (unit,
+// claimed exe) is passed over.
+func TestLogFiltersByExeAndHost(t *testing.T) {
+	s := openT(t, Options{Path: dbPath(t), MaxLogEntries: 1000})
+	var es []shared.LogEntry
+	for id := uint64(1); id <= 500; id++ {
+		e := logEntry(id, t0.Add(time.Duration(id)*time.Second), 1000, shared.ActionAllow)
+		switch {
+		case id == 3 || id == 250:
+			e.Connection.Exe, e.Connection.Hosts = "/usr/bin/wget", []string{"a.test", "b.test"}
+		case id == 4:
+			e.Connection.Exe, e.Connection.ExeClaimed, e.Connection.Unit = "", "/usr/bin/wget", "a.test"
+		case id == 5:
+			e.Connection.Hosts = []string{"a.test.example"}
+		}
+		es = append(es, e)
+	}
+	if err := s.AppendLog(es); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		f    LogFilter
+		want []uint64
+	}{
+		"exe":             {LogFilter{Exe: "/usr/bin/wget"}, []uint64{250, 3}},
+		"exe, limit":      {LogFilter{Exe: "/usr/bin/wget", Limit: 1}, []uint64{250}},
+		"host":            {LogFilter{Host: "a.test"}, []uint64{250, 3}},
+		"host and exe":    {LogFilter{Host: "b.test", Exe: "/usr/bin/wget", Since: t0.Add(100 * time.Second)}, []uint64{250}},
+		"exe, no such":    {LogFilter{Exe: "/usr/bin/w"}, nil},
+		"host, no such":   {LogFilter{Host: "test"}, nil},
+		"host and action": {LogFilter{Host: "a.test", Action: shared.ActionDeny}, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := s.Log(c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(ids(got), c.want) && !(len(got) == 0 && len(c.want) == 0) {
+				t.Fatalf("ids %v, want %v", ids(got), c.want)
+			}
+		})
+	}
+}
