@@ -561,9 +561,15 @@ func (o *object) RecentConnections(sender godbus.Sender, raw fieldMap) (fieldMap
 		return nil, c.end(err)
 	}
 	out := make(fieldMaps, 0, len(es))
+	size := 8
 	for _, e := range es {
 		if f.Matches(e) {
-			out = append(out, dbus.Variants(e.Fields()))
+			// Newest first: past the reply bound the oldest are left out.
+			ef := e.Fields()
+			if size += 8 + dbus.WireSize(ef); size > dbus.MaxReplyBytes {
+				break
+			}
+			out = append(out, dbus.Variants(ef))
 		}
 		if f.Limit > 0 && len(out) >= f.Limit {
 			break

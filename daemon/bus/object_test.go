@@ -478,3 +478,31 @@ func TestUnitRulesPastOneReply(t *testing.T) {
 		t.Errorf("ExportRules of %d MiB: %v, want InvalidArgument", dbus.MaxReplyBytes>>20, e)
 	}
 }
+
+// A log reply stops short of the bus's message bound: the newest entries,
+// as many as fit.
+func TestUnitRecentConnectionsStayWithinOneReply(t *testing.T) {
+	p := &fakePeer{uids: map[string]uint32{":1.root": 0}}
+	_, be, o := unitServer(t, p, Options{RateLimit: -1})
+	long := strings.Repeat("c", shared.MaxProcessText)
+	n := dbus.MaxReplyBytes/shared.MaxProcessText + 500
+	be.log = nil
+	for i := range n {
+		be.log = append(be.log, shared.LogEntry{Connection: shared.Connection{ID: uint64(n - i), UID: 1000, Cmdline: long},
+			Verdict: shared.Verdict{Action: shared.ActionAllow}})
+	}
+	out, e := o.RecentConnections(":1.root", map[string]godbus.Variant{"limit": godbus.MakeVariant(uint32(shared.MaxLogLimit))})
+	if e != nil {
+		t.Fatal(e)
+	}
+	size := 0
+	for _, f := range out {
+		size += len(f["cmdline"].Value().(string))
+	}
+	if len(out) == 0 || len(out) >= n || size > dbus.MaxReplyBytes {
+		t.Fatalf("%d of %d entries, %d bytes of command lines; want fewer than all, within %d", len(out), n, size, dbus.MaxReplyBytes)
+	}
+	if id := out[0]["id"].Value().(uint64); id != uint64(n) {
+		t.Errorf("first entry %d, want the newest (%d)", id, n)
+	}
+}
