@@ -23,6 +23,7 @@ type Daemon interface {
 	GetStatus(ctx context.Context) (shared.Status, error)
 	SetMode(ctx context.Context, mode string) error
 	ListRules(ctx context.Context) ([]shared.Rule, error)
+	GetRule(ctx context.Context, id string) (shared.Rule, error)
 	AddRule(ctx context.Context, r shared.Rule) (string, error)
 	AddRuleFields(ctx context.Context, f map[string]any) (string, error)
 	UpdateRule(ctx context.Context, id string, r shared.Rule) error
@@ -223,6 +224,15 @@ func (b *Bus) ListRules(ctx context.Context) ([]shared.Rule, error) {
 		return nil, err
 	}
 	return s.ListRules(ctx)
+}
+
+// GetRule calls the daemon on the current connection.
+func (b *Bus) GetRule(ctx context.Context, id string) (shared.Rule, error) {
+	s, err := b.session()
+	if err != nil {
+		return shared.Rule{}, err
+	}
+	return s.GetRule(ctx, id)
 }
 
 // AddRule calls the daemon on the current connection.

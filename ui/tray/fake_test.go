@@ -82,7 +82,10 @@ func (f *fakeSession) setModes() []string {
 	return append([]string(nil), f.modes...)
 }
 
-func (f *fakeSession) ListRules(context.Context) ([]shared.Rule, error)     { return nil, nil }
+func (f *fakeSession) ListRules(context.Context) ([]shared.Rule, error) { return nil, nil }
+func (f *fakeSession) GetRule(context.Context, string) (shared.Rule, error) {
+	return shared.Rule{}, dbus.ErrNotFound
+}
 func (f *fakeSession) AddRule(context.Context, shared.Rule) (string, error) { return "r1", nil }
 func (f *fakeSession) AddRuleFields(context.Context, map[string]any) (string, error) {
 	return "r1", nil

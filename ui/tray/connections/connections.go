@@ -34,8 +34,8 @@ import (
 // it.
 type Client interface {
 	RecentConnections(ctx context.Context, f shared.LogFilter) ([]shared.LogEntry, error)
-	// ListRules names the rules that decided (the Rule column).
-	ListRules(ctx context.Context) ([]shared.Rule, error)
+	// GetRule names a rule that decided (the Rule column).
+	GetRule(ctx context.Context, id string) (shared.Rule, error)
 }
 
 // AppFinder names applications (*desktop.Index).
@@ -95,7 +95,8 @@ type Window struct {
 	following sync.WaitGroup     // the polling goroutine
 
 	// The polling goroutine's own.
-	listedFor map[string]struct{} // rule ids a listing was made for (found or not)
+	listedFor map[string]struct{} // rule ids ever queued for naming (found or not)
+	toName    []string            // of them, those still to ask the daemon for
 	lastErr   string              // the last poll's trouble, logged once
 
 	mu     sync.Mutex
@@ -363,7 +364,7 @@ func (w *Window) fetch(ctx context.Context) {
 		w.mu.Unlock()
 	}
 	w.o.UI(func() {
-		if names != nil && w.model.SetRuleNames(names) {
+		if names != nil && w.model.AddRuleNames(names) {
 			w.table.Refresh()
 			w.showSelection()
 		}
@@ -374,43 +375,46 @@ func (w *Window) fetch(ctx context.Context) {
 	})
 }
 
-// namesFor lists the rules again when entries name a rule not listed for
-// yet, and returns the names (nil when nothing new was listed). Polling
-// goroutine only.
+// namesPerPoll bounds the rules one poll asks the daemon for by id; the
+// rest wait for the next polls.
+const namesPerPoll = 32
+
+// namesFor queues the rules entries name that were never asked for, asks
+// the daemon for up to namesPerPoll of the queue and returns their names
+// (nil when none). Polling goroutine only.
 func (w *Window) namesFor(ctx context.Context, entries []shared.LogEntry) map[string]string {
-	var fresh []string
 	for _, e := range entries {
-		id := e.Verdict.RuleID
-		if _, ok := w.listedFor[id]; id != "" && !ok {
-			fresh = append(fresh, id)
+		if id := e.Verdict.RuleID; id != "" {
+			if _, ok := w.listedFor[id]; !ok {
+				w.listedFor[id] = struct{}{}
+				w.toName = append(w.toName, id)
+			}
 		}
 	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	rules, err := w.c.ListRules(cctx)
-	cancel()
-	if err != nil {
-		w.log.Warn("connections window: list rules for their names", "err", err)
-		return nil
-	}
-	names := make(map[string]string, len(rules))
-	for _, r := range rules {
-		n := r.Name
-		if n == "" {
-			m := &r.Match
-			n = rulemodel.Summary(rulemodel.AppLabel(m.Exe, w.appName), rulemodel.Remote(m), m.Port.String(), orAny(string(m.Proto)))
+	var names map[string]string
+	for asked := 0; len(w.toName) > 0 && asked < namesPerPoll; asked++ {
+		id := w.toName[0]
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		r, err := w.c.GetRule(cctx, id)
+		cancel()
+		switch {
+		case errors.Is(err, dbus.ErrNotFound):
+			// Deleted since, or another user's: shown by its id.
+		case err != nil:
+			w.log.Warn("connections window: get a rule for its name", "rule", id, "err", err)
+			return names // asked again at the next poll
+		default:
+			n := r.Name
+			if n == "" {
+				m := &r.Match
+				n = rulemodel.Summary(rulemodel.AppLabel(m.Exe, w.appName), rulemodel.Remote(m), m.Port.String(), orAny(string(m.Proto)))
+			}
+			if names == nil {
+				names = map[string]string{}
+			}
+			names[id] = n
 		}
-		names[r.ID] = n
-	}
-	// Ids a listing was made for are not listed for again (a deleted
-	// rule, another user's).
-	for _, id := range fresh {
-		w.listedFor[id] = struct{}{}
-	}
-	for id := range names {
-		w.listedFor[id] = struct{}{}
+		w.toName = w.toName[1:]
 	}
 	return names
 }

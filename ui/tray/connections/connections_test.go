@@ -32,14 +32,19 @@ type fakeLog struct {
 	asked   []shared.LogFilter
 	err     error
 	rules   []shared.Rule
-	lists   int
+	gets    int
 }
 
-func (f *fakeLog) ListRules(ctx context.Context) ([]shared.Rule, error) {
+func (f *fakeLog) GetRule(ctx context.Context, id string) (shared.Rule, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.lists++
-	return slices.Clone(f.rules), nil
+	f.gets++
+	for _, r := range f.rules {
+		if r.ID == id {
+			return r, nil
+		}
+	}
+	return shared.Rule{}, fmt.Errorf("GetRule: %w", dbus.ErrNotFound)
 }
 
 func (f *fakeLog) RecentConnections(ctx context.Context, lf shared.LogFilter) ([]shared.LogEntry, error) {
@@ -326,16 +331,37 @@ func TestRuleColumnNamesRules(t *testing.T) {
 	if got := rule(3); got != "r-deleted" {
 		t.Errorf("a rule no longer listed shown as %q, want its id", got)
 	}
-	// Rules are listed only for ids not listed for before.
+	// A rule is asked for once, found or not.
 	f.mu.Lock()
-	lists := f.lists
+	gets := f.gets
 	f.mu.Unlock()
-	f.add(entry(4, 4, "/usr/bin/curl", shared.ActionAllow))
+	again := entry(5, 5, "/usr/bin/wget", shared.ActionDeny)
+	again.Verdict.RuleID = "r-deleted"
+	f.add(entry(4, 4, "/usr/bin/curl", shared.ActionAllow), again)
 	w.fetch(context.Background())
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.lists != lists {
-		t.Errorf("rules listed again for known ids (%d -> %d)", lists, f.lists)
+	if f.gets != gets {
+		t.Errorf("rules asked for again (%d -> %d)", gets, f.gets)
+	}
+	f.mu.Unlock()
+	// Many new rules at once are asked for a poll's worth at a time, all
+	// in the end.
+	for i := range 3 * namesPerPoll {
+		id := fmt.Sprintf("many%03d", i)
+		f.mu.Lock()
+		f.rules = append(f.rules, shared.Rule{ID: id, Name: "rule " + id, Action: shared.ActionAllow})
+		f.mu.Unlock()
+		e := entry(uint64(100+i), 100+i, "/usr/bin/curl", shared.ActionAllow)
+		e.Verdict.RuleID = id
+		f.add(e)
+	}
+	for range 3 {
+		w.fetch(context.Background())
+	}
+	for i := range 3 * namesPerPoll {
+		if got, want := rule(uint64(100+i)), fmt.Sprintf("rule many%03d", i); got != want {
+			t.Fatalf("Rule column of entry %d: %q, want %q", 100+i, got, want)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ package connmodel
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -317,10 +318,13 @@ func (l *Log) ruleText(v shared.Verdict) string {
 	return "default"
 }
 
-// SetRuleNames names the rules the Rule column shows (by id). It reports
-// whether a row changed.
-func (l *Log) SetRuleNames(names map[string]string) bool {
-	l.rules = names
+// AddRuleNames names rules the Rule column shows (by id), keeping the
+// names given before. It reports whether a row changed.
+func (l *Log) AddRuleNames(names map[string]string) bool {
+	if l.rules == nil {
+		l.rules = map[string]string{}
+	}
+	maps.Copy(l.rules, names)
 	changed := false
 	for i := range l.rows {
 		r := &l.rows[i]
@@ -329,19 +333,6 @@ func (l *Log) SetRuleNames(names map[string]string) bool {
 		}
 	}
 	return changed
-}
-
-// UnnamedRules reports whether a kept row names a rule SetRuleNames did
-// not name (the window then lists the rules again).
-func (l *Log) UnnamedRules() bool {
-	for i := range l.rows {
-		if id := l.rows[i].Entry.Verdict.RuleID; id != "" {
-			if _, ok := l.rules[id]; !ok {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // maxExeRunes is how long the Executable column's text may be: longer
