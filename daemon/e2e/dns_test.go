@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -52,7 +53,7 @@ func (e *env) startDNS() string {
 		"-a", "blocked.test="+srv,
 		"-cname", "alias.chain.test=edge.cdn.test", "-cname", "edge.cdn.test=www.allowed.test",
 		"-cname", "ads.allowed.test=x.tracker.test", "-a", "x.tracker.test="+srv)
-	waitFor(e.t, 5*time.Second, "DNS server ready", func() bool { return strings.Contains(p.out.String(), "ready") })
+	proctest.WaitFor(e.t, 5*time.Second, "DNS server ready", func() bool { return strings.Contains(p.Output(), "ready") })
 	return addr
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/daemon/store"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -143,7 +144,7 @@ local_port = %d
 	for _, port := range []int{inPort, inPortAllowed} {
 		p := startProc(t, "ip", "netns", "exec", e.pair.Client, listener, "serve",
 			"-tcp", fmt.Sprintf(":%d", port), "-udp", fmt.Sprintf(":%d", port))
-		waitFor(t, 5*time.Second, "listener ready", func() bool { return strings.Contains(p.out.String(), "ready") })
+		proctest.WaitFor(t, 5*time.Second, "listener ready", func() bool { return strings.Contains(p.Output(), "ready") })
 	}
 	e.start("")
 	client := func(port int) string { return net.JoinHostPort(e.pair.ClientIP4.String(), fmt.Sprint(port)) }
@@ -246,7 +247,7 @@ port = %d
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "stored rule after restart")
 
 	// kill -9: the chains stay and nobody reads the queue: fail-closed.
-	d.stop(syscall.SIGKILL, 10*time.Second)
+	d.Stop(syscall.SIGKILL, 10*time.Second)
 	if c := e.chains(); !strings.Contains(c, "NFQUEUE") {
 		t.Fatalf("chains gone after kill -9 (expected them to stay, fail-closed):\n%s", c)
 	}
@@ -267,7 +268,7 @@ func TestIntegrationFailOpenLetsTrafficThroughWhileDown(t *testing.T) {
 	probe := e.probe("client")
 	d := e.start(`fail_open = true`)
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeTimeout, "fail_open, daemon up, no rule")
-	d.stop(syscall.SIGKILL, 10*time.Second)
+	d.Stop(syscall.SIGKILL, 10*time.Second)
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "fail_open, daemon dead")
 	e.start(`fail_open = true`) // replaces the stale chains
 }
@@ -350,9 +351,9 @@ func TestIntegrationSIGHUPReloadsRulesDir(t *testing.T) {
 	}
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeTimeout, "before the rule exists")
 	e.writeRules("51-reload.toml", fmt.Sprintf("[[rule]]\naction = \"allow\"\nexe = %q\n", probe))
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "rules reloaded", func() bool {
-		return strings.Count(d.out.String(), "read rules directory") >= 2
+	d.Signal(syscall.SIGHUP)
+	proctest.WaitFor(t, 5*time.Second, "rules reloaded", func() bool {
+		return strings.Count(d.Output(), "read rules directory") >= 2
 	})
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "after SIGHUP")
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -36,7 +37,7 @@ func busClient(t *testing.T, addr string) *dbus.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	var last error
-	waitFor(t, 15*time.Second, "the daemon on the bus", func() bool {
+	proctest.WaitFor(t, 15*time.Second, "the daemon on the bus", func() bool {
 		_, last = c.GetStatus(ctx)
 		return last == nil
 	})
@@ -174,20 +175,20 @@ func TestIntegrationKillUnderLoadFailsClosedAndRecovers(t *testing.T) {
 		return n
 	}
 	start1 := time.Now()
-	waitFor(t, 20*time.Second, "allowed connections under load", func() bool { return okCount(start1) >= 5 })
+	proctest.WaitFor(t, 20*time.Second, "allowed connections under load", func() bool { return okCount(start1) >= 5 })
 
 	// Some of it in the stored log (written every 250 ms): what the kill
 	// may lose is the last batch only.
-	waitFor(t, 20*time.Second, "decisions in the stored connection log", func() bool {
+	proctest.WaitFor(t, 20*time.Second, "decisions in the stored connection log", func() bool {
 		les, err := c.RecentConnections(ctx, shared.LogFilter{})
 		return err == nil && len(les) >= 5
 	})
-	e.d.stop(syscall.SIGKILL, 10*time.Second)
+	e.d.Stop(syscall.SIGKILL, 10*time.Second)
 	killed := time.Now()
 	// Fail-closed: the allowed port times out, for a direct probe and for
 	// every probe of the loop that ran entirely while the daemon was dead.
 	e.wantCode(e.connect(e.pair.Client, -1, allowed, "tcp", e.srv4(portA)), codeTimeout, "allowed exe while the daemon is dead")
-	waitFor(t, 10*time.Second, "a load probe while the daemon is dead", func() bool {
+	proctest.WaitFor(t, 10*time.Second, "a load probe while the daemon is dead", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range runs {
@@ -200,7 +201,7 @@ func TestIntegrationKillUnderLoadFailsClosedAndRecovers(t *testing.T) {
 	restarted := time.Now()
 	e.start(config)
 	c = busClient(t, b.Addr)
-	waitFor(t, 20*time.Second, "allowed connections after the restart", func() bool { return okCount(restarted) >= 3 })
+	proctest.WaitFor(t, 20*time.Second, "allowed connections after the restart", func() bool { return okCount(restarted) >= 3 })
 	stopLoad()
 
 	var whileDead, allowedOK, deniedOK int
@@ -373,14 +374,14 @@ func TestIntegrationKillDuringAddRuleBurst(t *testing.T) {
 		}()
 	}
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
-	waitFor(t, 60*time.Second, "a third of the rules added", func() bool {
+	proctest.WaitFor(t, 60*time.Second, "a third of the rules added", func() bool {
 		if next.Load() >= total {
 			tooSoon.Store(true)
 			return true
 		}
 		return ackedCount() >= total/3
 	})
-	e.d.stop(syscall.SIGKILL, 10*time.Second)
+	e.d.Stop(syscall.SIGKILL, 10*time.Second)
 	wg.Wait()
 	if tooSoon.Load() && ackedCount() == total {
 		t.Log("every call was answered before the kill: the kill came after the burst")
@@ -487,21 +488,21 @@ func TestIntegrationXtablesLockHeldAtStart(t *testing.T) {
 			<-holderDone
 		}
 	})
-	waitFor(t, 5*time.Second, "flock holding the lock", func() bool { h, _ := lockWaiters(t, st.Ino); return h == 1 })
+	proctest.WaitFor(t, 5*time.Second, "flock holding the lock", func() bool { h, _ := lockWaiters(t, st.Ino); return h == 1 })
 
 	probe := e.probe("client")
 	cfg := e.writeConfig(`iptables_backend = "legacy"`)
 	d := startProc(t, "ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", cfg)
 	e.d = d
-	waitFor(t, 15*time.Second, "the daemon's iptables waiting on the lock", func() bool {
-		if d.exited() {
-			t.Fatalf("tollgated exited while the lock was held: %v\n%s", d.err, d.out)
+	proctest.WaitFor(t, 15*time.Second, "the daemon's iptables waiting on the lock", func() bool {
+		if d.Exited() {
+			t.Fatalf("tollgated exited while the lock was held: %v\n%s", d.Wait(), d.Output())
 		}
 		_, w := lockWaiters(t, st.Ino)
 		return w >= 1
 	})
-	if strings.Contains(d.out.String(), "tollgated running") {
-		t.Fatalf("tollgated says it runs while its chains wait for the lock:\n%s", d.out)
+	if strings.Contains(d.Output(), "tollgated running") {
+		t.Fatalf("tollgated says it runs while its chains wait for the lock:\n%s", d.Output())
 	}
 	released := time.Now()
 	stdin.Close()
@@ -509,17 +510,14 @@ func TestIntegrationXtablesLockHeldAtStart(t *testing.T) {
 	if holderErr != nil {
 		t.Fatalf("flock: %v", holderErr)
 	}
-	waitFor(t, 15*time.Second, "tollgated running after the lock was released", func() bool {
-		if d.exited() {
-			t.Fatalf("tollgated exited after the lock was released: %v\n%s", d.err, d.out)
-		}
-		return strings.Contains(d.out.String(), "tollgated running")
-	})
+	if err := d.WaitOutput(t.Context(), "tollgated running", 15*time.Second); err != nil {
+		t.Fatalf("tollgated after the lock was released: %v", err)
+	}
 	t.Logf("tollgated running %s after the lock was released", time.Since(released).Round(time.Millisecond))
 	// It guards: no rule, so default deny.
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeTimeout, "after start behind the lock")
 	if err := e.stop(d, syscall.SIGTERM); err != nil {
-		t.Errorf("daemon exit: %v\n%s", err, d.out)
+		t.Errorf("daemon exit: %v\n%s", err, d.Output())
 	}
 	out, err := exec.Command("ip", "netns", "exec", e.pair.Client, "iptables-legacy", "-w", "-S").CombinedOutput()
 	if err != nil || strings.Contains(string(out), "TOLLGATE") {
@@ -562,12 +560,9 @@ func TestIntegrationFullDiskStillDecidesAndKeepsRules(t *testing.T) {
 		}
 		d := startProc(t, "ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", cfg)
 		e.d = d
-		waitFor(t, 15*time.Second, "tollgated running", func() bool {
-			if d.exited() {
-				t.Fatalf("tollgated exited at start: %v\n%s", d.err, d.out)
-			}
-			return strings.Contains(d.out.String(), "tollgated running")
-		})
+		if err := d.WaitOutput(t.Context(), "tollgated running", 15*time.Second); err != nil {
+			t.Fatalf("start tollgated: %v", err)
+		}
 	}
 	start()
 	ctx := context.Background()
@@ -599,7 +594,7 @@ func TestIntegrationFullDiskStillDecidesAndKeepsRules(t *testing.T) {
 
 	// Connections until the log write fails; every one decided right.
 	var decided int
-	waitFor(t, 60*time.Second, "the daemon to report a failed log write", func() bool {
+	proctest.WaitFor(t, 60*time.Second, "the daemon to report a failed log write", func() bool {
 		e.wantCode(e.connect(e.pair.Client, -1, allowed, "tcp", e.srv4(portA), "-timeout", "1s"), codeOK, "allowed on a full disk")
 		e.wantCode(e.connect(e.pair.Client, -1, denied, "tcp", e.srv4(portA), "-timeout", "300ms"), codeTimeout, "denied on a full disk")
 		decided += 2

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -68,9 +69,9 @@ proto = "tcp"
 	// kernel queue and nothing stays pending (the prompt timeout is 2s; the
 	// watchdog would act at 7s).
 	var s shared.Status
-	waitFor(t, 30*time.Second, "kernel queue empty and nothing pending", func() bool {
-		if e.d.exited() {
-			t.Fatalf("tollgated exited on garbage: %v\n%s", e.d.err, e.daemonLog())
+	proctest.WaitFor(t, 30*time.Second, "kernel queue empty and nothing pending", func() bool {
+		if e.d.Exited() {
+			t.Fatalf("tollgated exited on garbage: %v\n%s", e.d.Wait(), e.daemonLog())
 		}
 		s = status(t, ag.c)
 		return s.QueueWaiting == 0 && s.Pending == 0
@@ -99,8 +100,8 @@ proto = "tcp"
 
 	// The daemon still decides real connections by their rules.
 	e.wantCode(e.connect(e.pair.Client, -1, probe, "tcp", e.srv4(portA)), codeOK, "the good client after the garbage")
-	if e.d.exited() {
-		t.Fatalf("tollgated exited: %v\n%s", e.d.err, e.daemonLog())
+	if e.d.Exited() {
+		t.Fatalf("tollgated exited: %v\n%s", e.d.Wait(), e.daemonLog())
 	}
 }
 
@@ -127,7 +128,7 @@ proto = "tcp"
 	}
 	defer c.Close()
 	ctx := context.Background()
-	waitFor(t, 15*time.Second, "daemon on the bus", func() bool { _, err := c.GetStatus(ctx); return err == nil })
+	proctest.WaitFor(t, 15*time.Second, "daemon on the bus", func() bool { _, err := c.GetStatus(ctx); return err == nil })
 
 	var starts []time.Time
 	for i := range conns {
@@ -143,7 +144,7 @@ proto = "tcp"
 	}
 	// The last connection's entry is written within the flush interval.
 	var entries []shared.LogEntry
-	waitFor(t, 10*time.Second, "the last connection in the log", func() bool {
+	proctest.WaitFor(t, 10*time.Second, "the last connection in the log", func() bool {
 		entries, err = c.RecentConnections(ctx, shared.LogFilter{Limit: 1000})
 		if err != nil {
 			t.Fatalf("RecentConnections: %v", err)

@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ import (
 
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
-	"github.com/tollgate-fw/tollgate/internal/syncbuf"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -88,7 +89,7 @@ func newEnv(t *testing.T) *env {
 func (e *env) startServer(ns string, addrs ...string) {
 	for _, a := range addrs {
 		p := startProc(e.t, "ip", "netns", "exec", ns, filepath.Join(e.bin, "tgprobe"), "serve", "-tcp", a, "-udp", a)
-		waitFor(e.t, 5*time.Second, "server ready on "+a, func() bool { return strings.Contains(p.out.String(), "ready") })
+		proctest.WaitFor(e.t, 5*time.Second, "server ready on "+a, func() bool { return strings.Contains(p.Output(), "ready") })
 	}
 }
 
@@ -158,7 +159,7 @@ func (e *env) daemonLog() string {
 	if e.d == nil {
 		return "(no daemon)"
 	}
-	return e.d.out.String()
+	return e.d.Output()
 }
 
 // writeConfig writes the daemon's configuration with extra TOML lines.
@@ -191,57 +192,14 @@ func (e *env) writeRules(name, toml string) {
 	}
 }
 
-// proc is a process a test started; it is stopped (by its pid) at cleanup.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncbuf.Buffer
-	done chan struct{}
-	err  error
-}
-
-func startProc(t *testing.T, name string, args ...string) *proc {
+// startProc starts a process for t; it is stopped (by its pid) at cleanup.
+func startProc(t *testing.T, name string, args ...string) *proctest.Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.stop(syscall.SIGTERM, 5*time.Second) })
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop signals the process and waits up to grace for it to exit, then kills
-// it. It returns the process's exit error and whether it exited on its own
-// within grace.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) (error, bool) {
-	if !p.exited() {
-		p.cmd.Process.Signal(sig)
-	}
-	select {
-	case <-p.done:
-		return p.err, true
-	case <-time.After(grace):
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	return p.err, false
+	return proctest.StartTest(t, exec.Command(name, args...), proctest.AtCleanup{Grace: 5 * time.Second})
 }
 
 // daemon is a running tollgated.
-type daemon = proc
+type daemon = proctest.Proc
 
 // start runs tollgated in the client namespace and waits until its chains
 // are in place.
@@ -251,15 +209,8 @@ func (e *env) start(extraConfig string) *daemon {
 	// ip netns exec execs the daemon: the pid is the daemon's own.
 	d := startProc(e.t, "ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", cfg)
 	e.d = d
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(d.out.String(), "tollgated running") {
-		if d.exited() {
-			e.t.Fatalf("tollgated exited at start: %v\n%s", d.err, d.out)
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("tollgated not running after 15s:\n%s", d.out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := d.WaitOutput(e.t.Context(), "tollgated running", 15*time.Second); err != nil {
+		e.t.Fatalf("start tollgated: %v", err)
 	}
 	return d
 }
@@ -267,9 +218,9 @@ func (e *env) start(extraConfig string) *daemon {
 // stop sends sig to the daemon and waits for it to exit.
 func (e *env) stop(d *daemon, sig syscall.Signal) error {
 	e.t.Helper()
-	err, ok := d.stop(sig, 20*time.Second)
-	if !ok {
-		e.t.Fatalf("tollgated did not exit after %v:\n%s", sig, d.out)
+	err := d.Stop(sig, 20*time.Second)
+	if errors.Is(err, proctest.ErrKilled) {
+		e.t.Fatalf("tollgated did not exit after %v:\n%s", sig, d.Output())
 	}
 	return err
 }
@@ -300,18 +251,6 @@ func (e *env) chains() string {
 		b.Write(out)
 	}
 	return b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // runCmd runs a command to completion and returns its combined output.

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"github.com/tollgate-fw/tollgate/internal/netns"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -178,7 +179,7 @@ port = %d
 	d := startProc(t, "ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", cfg)
 	e.d = d
 	c := busClient(t, b.Addr)
-	pid := d.cmd.Process.Pid
+	pid := d.PID()
 	ctx := context.Background()
 	st0, err := c.GetStatus(ctx)
 	if err != nil {
@@ -229,7 +230,7 @@ port = %d
 	type load struct {
 		name, exe, addrs string
 		workers          int
-		p                *proc
+		p                *proctest.Proc
 		r                soakResult
 	}
 	loads := []*load{
@@ -261,9 +262,9 @@ port = %d
 	const warmDecided = 10_000
 	var mWarm memStatus
 	var warmAt uint64
-	waitFor(t, duration+60*time.Second, "the warm sample", func() bool {
+	proctest.WaitFor(t, duration+60*time.Second, "the warm sample", func() bool {
 		st, err := c.GetStatus(ctx)
-		if err == nil && st.Decided >= warmDecided || loads[0].p.exited() {
+		if err == nil && st.Decided >= warmDecided || loads[0].p.Exited() {
 			mWarm, warmAt = procStatus(t, pid), st.Decided
 			return true
 		}
@@ -271,15 +272,15 @@ port = %d
 	})
 	for _, l := range loads {
 		select {
-		case <-l.p.done:
+		case <-l.p.Done():
 		case <-time.After(duration + 60*time.Second):
 			t.Fatalf("tgsoak %s still running %s after its end", l.name, 60*time.Second)
 		}
-		if l.p.err != nil {
-			t.Fatalf("tgsoak %s: %v\n%s", l.name, l.p.err, l.p.out)
+		if l.p.Wait() != nil {
+			t.Fatalf("tgsoak %s: %v\n%s", l.name, l.p.Wait(), l.p.Output())
 		}
-		if err := json.Unmarshal([]byte(strings.TrimSpace(l.p.out.String())), &l.r); err != nil {
-			t.Fatalf("tgsoak %s printed %q: %v", l.name, l.p.out, err)
+		if err := json.Unmarshal([]byte(strings.TrimSpace(l.p.Output())), &l.r); err != nil {
+			t.Fatalf("tgsoak %s printed %q: %v", l.name, l.p.Output(), err)
 		}
 	}
 	took := time.Since(start)
@@ -288,7 +289,7 @@ port = %d
 	// Nothing may stay held: prompts end by answer or by their timeout,
 	// the watchdog steps in at prompt_timeout + 5 s.
 	var st1 shared.Status
-	waitFor(t, 30*time.Second, "no pending connection and an empty kernel queue", func() bool {
+	proctest.WaitFor(t, 30*time.Second, "no pending connection and an empty kernel queue", func() bool {
 		st1, err = c.GetStatus(ctx)
 		return err == nil && st1.Pending == 0 && st1.QueueWaiting == 0
 	})
@@ -382,8 +383,8 @@ port = %d
 	if limit := m0.file + dbSize + 20<<20; m1.file > limit {
 		t.Errorf("daemon file-backed RSS grew from %s to %s, more than the database file (%s) + 20 MB", mb(m0.file), mb(m1.file), mb(dbSize))
 	}
-	if d.exited() {
-		t.Fatalf("the daemon exited during the soak: %v\n%s", d.err, d.out)
+	if d.Exited() {
+		t.Fatalf("the daemon exited during the soak: %v\n%s", d.Wait(), d.Output())
 	}
 	// Every verdict as the rules say, by the log (log_max_entries keeps the
 	// newest 100,000): the allowed load never refused, the denied load

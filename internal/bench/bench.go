@@ -25,11 +25,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tollgate-fw/tollgate/daemon/queue"
 	"github.com/tollgate-fw/tollgate/daemon/store"
 	"github.com/tollgate-fw/tollgate/internal/netns"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -203,7 +205,7 @@ type env struct {
 	dir     string
 	bin     string
 	loadExe string // tgload, as the daemon sees it
-	server  *proc
+	server  *proctest.Proc
 	say     func(format string, a ...any)
 }
 
@@ -239,13 +241,13 @@ func Run(ctx context.Context, o Options) (res *Results, err error) {
 	}
 	defer e.pair.Delete()
 	e.say("namespaces %s (client, %s) and %s (server, %s)", e.pair.Client, e.pair.ClientIP4, e.pair.Server, e.pair.ServerIP4)
-	e.server, err = startProc("ip", "netns", "exec", e.pair.Server, e.loadExe, "serve",
-		"-addr", fmt.Sprintf(":%d,:%d", portLoad, portFirst))
+	e.server, err = proctest.Start(exec.Command("ip", "netns", "exec", e.pair.Server, e.loadExe, "serve",
+		"-addr", fmt.Sprintf(":%d,:%d", portLoad, portFirst)))
 	if err != nil {
 		return nil, err
 	}
-	defer e.server.stop(5 * time.Second)
-	if err := e.server.waitOutput(e.ctx, "ready", 10*time.Second); err != nil {
+	defer e.server.Stop(syscall.SIGTERM, 5*time.Second)
+	if err := e.server.WaitOutput(e.ctx, "ready", 10*time.Second); err != nil {
 		return nil, err
 	}
 
@@ -459,27 +461,27 @@ func (e *env) loadIdle(n, port, idle int) (loadResult, error) {
 
 // startDecider starts what case c intercepts with and waits until its
 // chains are in place; nil for case 1.
-func (e *env) startDecider(c caseSpec) (*proc, error) {
-	var p *proc
+func (e *env) startDecider(c caseSpec) (*proctest.Proc, error) {
+	var p *proctest.Proc
 	var err error
 	switch c.kind {
 	case kindNone:
 		return nil, nil
 	case kindBare:
-		p, err = startProc("ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tgbare"), "-queue", fmt.Sprint(e.o.QueueNum))
+		p, err = proctest.Start(exec.Command("ip", "netns", "exec", e.pair.Client, filepath.Join(e.bin, "tgbare"), "-queue", fmt.Sprint(e.o.QueueNum)))
 	case kindDaemon:
 		// ip netns exec execs the program: the pid is the daemon's own.
 		args := []string{"netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(c.dir, "config.toml")}
 		if e.o.ProfileDir != "" && c.ID != "" {
 			args = append(args, "-cpuprofile", filepath.Join(e.o.ProfileDir, "case-"+c.ID+".cpu.pprof"))
 		}
-		p, err = startProc("ip", args...)
+		p, err = proctest.Start(exec.Command("ip", args...))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := e.waitChains(p, true, 60*time.Second); err != nil {
-		p.stop(10 * time.Second)
+		p.Stop(syscall.SIGTERM, 10*time.Second)
 		return nil, err
 	}
 	return p, nil
@@ -487,12 +489,12 @@ func (e *env) startDecider(c caseSpec) (*proc, error) {
 
 // stopDecider stops p and checks that it exited cleanly and took its
 // chains with it.
-func (e *env) stopDecider(p *proc) error {
+func (e *env) stopDecider(p *proctest.Proc) error {
 	if p == nil {
 		return nil
 	}
-	if err := p.stop(30 * time.Second); err != nil {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(p.cmd.Args[len(p.cmd.Args)-1]), err, tail(p.out.String()))
+	if err := p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(p.Args()[len(p.Args())-1]), err, tail(p.Output()))
 	}
 	if on, err := e.chainsOn(); err != nil || on {
 		return fmt.Errorf("chains left behind after stop (%v)", err)
@@ -517,7 +519,7 @@ func (e *env) chainsOn() (bool, error) {
 	return true, nil
 }
 
-func (e *env) waitChains(p *proc, want bool, d time.Duration) error {
+func (e *env) waitChains(p *proctest.Proc, want bool, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		on, err := e.chainsOn()
@@ -527,11 +529,11 @@ func (e *env) waitChains(p *proc, want bool, d time.Duration) error {
 		if on == want {
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before its chains were in place: %v: %s", p.cmd.Args[len(p.cmd.Args)-3], p.err, tail(p.out.String()))
+		if p.Exited() {
+			return fmt.Errorf("%s exited before its chains were in place: %v: %s", p.Args()[len(p.Args())-3], p.Wait(), tail(p.Output()))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("chains not in place after %s: %s", d, tail(p.out.String()))
+			return fmt.Errorf("chains not in place after %s: %s", d, tail(p.Output()))
 		}
 		if err := e.ctx.Err(); err != nil {
 			return err
@@ -557,12 +559,12 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 		// sockets one by one under the daemon takes a minute: see the
 		// README), and silent while idle (no keepalives), so the daemon
 		// never sees them: they only populate the socket table.
-		hold, err := startProc("ip", "netns", "exec", e.pair.Client, e.loadExe, "hold", "-addr", e.target(portLoad), "-n", fmt.Sprint(c.idle))
+		hold, err := proctest.Start(exec.Command("ip", "netns", "exec", e.pair.Client, e.loadExe, "hold", "-addr", e.target(portLoad), "-n", fmt.Sprint(c.idle)))
 		if err != nil {
 			return rd, err
 		}
-		defer hold.stop(10 * time.Second)
-		if err := hold.waitOutput(e.ctx, `"held"`, 120*time.Second); err != nil {
+		defer hold.Stop(syscall.SIGTERM, 10*time.Second)
+		if err := hold.WaitOutput(e.ctx, `"held"`, 120*time.Second); err != nil {
 			return rd, err
 		}
 	}
@@ -576,7 +578,7 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 		}
 	}()
 	if p != nil {
-		if rd.RSSReadyMB, err = rssMB(p.pid()); err != nil {
+		if rd.RSSReadyMB, err = rssMB(p.PID()); err != nil {
 			return rd, err
 		}
 	}
@@ -593,7 +595,7 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 		if before, err = e.queueStats(); err != nil {
 			return rd, err
 		}
-		if cpu0, err = cpuTicks(p.pid()); err != nil {
+		if cpu0, err = cpuTicks(p.PID()); err != nil {
 			return rd, err
 		}
 	}
@@ -608,7 +610,7 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 	rd = Round{Connections: lr.Connections, Errors: lr.Errors, FirstError: lr.FirstError, Resets: lr.Resets, FirstReset: lr.FirstReset,
 		PerSec: lr.PerSec, P50us: lr.P50us, P99us: lr.P99us, RSSReadyMB: rd.RSSReadyMB}
 	if p != nil {
-		if cpu1, err = cpuTicks(p.pid()); err != nil {
+		if cpu1, err = cpuTicks(p.PID()); err != nil {
 			return rd, err
 		}
 		if after, err = e.queueStats(); err != nil {
@@ -622,7 +624,7 @@ func (e *env) runCase(c caseSpec) (rd Round, err error) {
 		if int(rd.Queued) < lr.Connections+c.ownIdle {
 			return rd, fmt.Errorf("only %d packets queued for %d connections: not intercepted", rd.Queued, lr.Connections)
 		}
-		if rd.RSSAfterMB, err = rssMB(p.pid()); err != nil {
+		if rd.RSSAfterMB, err = rssMB(p.PID()); err != nil {
 			return rd, err
 		}
 	}
@@ -710,15 +712,15 @@ func (e *env) memory() (*Memory, error) {
 	// The prober connects to a port no rule covers in a loop; before the
 	// daemon's chains exist it gets through, the first packet the daemon
 	// decides is rejected by the default.
-	first, err := startProc("ip", "netns", "exec", e.pair.Client, e.loadExe, "first", "-addr", e.target(portFirst), "-limit", "60s")
+	first, err := proctest.Start(exec.Command("ip", "netns", "exec", e.pair.Client, e.loadExe, "first", "-addr", e.target(portFirst), "-limit", "60s"))
 	if err != nil {
 		return nil, err
 	}
-	defer first.stop(5 * time.Second)
+	defer first.Stop(syscall.SIGTERM, 5*time.Second)
 	// Let the prober reach its loop: its first connections succeed.
 	time.Sleep(200 * time.Millisecond)
-	if first.exited() {
-		return nil, fmt.Errorf("start-up prober exited before the daemon started: %v: %s", first.err, first.out)
+	if first.Exited() {
+		return nil, fmt.Errorf("start-up prober exited before the daemon started: %v: %s", first.Wait(), first.Output())
 	}
 	args := []string{"netns", "exec", e.pair.Client, filepath.Join(e.bin, "tollgated"), "-config", filepath.Join(dir, "config.toml")}
 	if e.o.ProfileDir != "" {
@@ -726,23 +728,23 @@ func (e *env) memory() (*Memory, error) {
 			"-memprofile", filepath.Join(e.o.ProfileDir, "memory.heap.pprof"))
 	}
 	start := time.Now()
-	d, err := startProc("ip", args...)
+	d, err := proctest.Start(exec.Command("ip", args...))
 	if err != nil {
 		return nil, err
 	}
-	defer d.stop(30 * time.Second)
+	defer d.Stop(syscall.SIGTERM, 30*time.Second)
 	select {
-	case <-first.done:
+	case <-first.Done():
 	case <-time.After(60 * time.Second):
-		return nil, fmt.Errorf("no connection rejected within 60s of starting the daemon: %s", tail(d.out.String()))
+		return nil, fmt.Errorf("no connection rejected within 60s of starting the daemon: %s", tail(d.Output()))
 	}
-	if first.err != nil {
-		return nil, fmt.Errorf("start-up prober: %v: %s", first.err, first.out)
+	if err := first.Wait(); err != nil {
+		return nil, fmt.Errorf("start-up prober: %v: %s", err, first.Output())
 	}
 	var fr struct {
 		RefusedUnixNS int64 `json:"refused_unix_ns"`
 	}
-	if err := decodeLast(first.out.String(), &fr); err != nil {
+	if err := decodeLast(first.Output(), &fr); err != nil {
 		return nil, err
 	}
 	m.StartupSeconds = time.Unix(0, fr.RefusedUnixNS).Sub(start).Seconds()
@@ -752,25 +754,25 @@ func (e *env) memory() (*Memory, error) {
 	e.say("start-up with %d stored rules: %.3fs; idle for %s", e.o.BigRules, m.StartupSeconds, e.o.IdleCPU)
 	// Settle, then measure idle: RSS and CPU over IdleCPU with no traffic.
 	time.Sleep(time.Second)
-	c0, err := cpuTicks(d.pid())
+	c0, err := cpuTicks(d.PID())
 	if err != nil {
 		return nil, err
 	}
 	t0 = time.Now()
 	time.Sleep(e.o.IdleCPU)
-	c1, err := cpuTicks(d.pid())
+	c1, err := cpuTicks(d.PID())
 	if err != nil {
 		return nil, err
 	}
 	m.IdleFor = time.Since(t0).Seconds()
 	m.IdleCPUSeconds = float64(c1-c0) / clockTicks
-	if m.RSSIdleMB, err = rssMB(d.pid()); err != nil {
+	if m.RSSIdleMB, err = rssMB(d.PID()); err != nil {
 		return nil, err
 	}
-	if m.RSSIdleAnonMB, err = statusMB(d.pid(), "RssAnon"); err != nil {
+	if m.RSSIdleAnonMB, err = statusMB(d.PID(), "RssAnon"); err != nil {
 		return nil, err
 	}
-	if m.RSSIdleFileMB, err = statusMB(d.pid(), "RssFile"); err != nil {
+	if m.RSSIdleFileMB, err = statusMB(d.PID(), "RssFile"); err != nil {
 		return nil, err
 	}
 	lr, err := e.load(e.o.Conns, portLoad)
@@ -779,7 +781,7 @@ func (e *env) memory() (*Memory, error) {
 	}
 	m.LoadConns, m.LoadPerSec, m.LoadErrors, m.LoadFirstError = lr.Connections, lr.PerSec, lr.Errors, lr.FirstError
 	m.LoadResets, m.LoadFirstReset = lr.Resets, lr.FirstReset
-	if m.RSSAfterMB, err = rssMB(d.pid()); err != nil {
+	if m.RSSAfterMB, err = rssMB(d.PID()); err != nil {
 		return nil, err
 	}
 	if err := e.stopDecider(d); err != nil {
@@ -791,7 +793,7 @@ func (e *env) memory() (*Memory, error) {
 		return nil, err
 	}
 	if m.LoadRefused > 0 || m.LoadErrors > 0 || m.LoadResets > 0 {
-		m.Refusals += "; the daemon warned: " + notable(d.out.String())
+		m.Refusals += "; the daemon warned: " + notable(d.Output())
 	}
 	return m, nil
 }

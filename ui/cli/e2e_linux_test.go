@@ -9,12 +9,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tollgate-fw/tollgate/internal/nstest"
-	"github.com/tollgate-fw/tollgate/internal/syncbuf"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 )
 
 // The end-to-end test: the real tollgated guards a client network namespace
@@ -56,58 +55,21 @@ func systemBus(t *testing.T, dir string) string {
 	return bustest.StartIn(t, dir, false).Addr
 }
 
-// background is a process the test started; it is stopped by its pid at
-// cleanup.
-type background struct {
-	cmd  *exec.Cmd
-	out  *syncbuf.Buffer
-	done chan struct{}
-	err  error
+// startBackground starts a process for t; cleanup stops it by its pid
+// and logs its output if the test failed.
+func startBackground(t *testing.T, name string, args ...string) *proctest.Proc {
+	t.Helper()
+	return proctest.StartTest(t, exec.Command(name, args...), proctest.AtCleanup{Grace: 10 * time.Second, LogOutput: true})
 }
 
-func startBackground(t *testing.T, name string, args ...string) *background {
+// exitCode waits up to within for p to end and returns its exit code.
+func exitCode(t *testing.T, p *proctest.Proc, within time.Duration) int {
 	t.Helper()
-	p := &background{cmd: exec.Command(name, args...), out: new(syncbuf.Buffer), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+	code, err := p.ExitCode(within)
+	if err != nil {
+		t.Fatalf("%v; output:\n%s", err, p.Output())
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", name, p.out.String())
-		}
-	})
-	return p
-}
-
-func (p *background) exitCode(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		t.Fatalf("%s did not end; output:\n%s", p.cmd.Path, p.out.String())
-	}
-	if p.err == nil {
-		return 0
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	t.Fatalf("%s: %v", p.cmd.Path, p.err)
-	return -1
+	return code
 }
 
 // world is one end-to-end test's setup: binaries, a namespace pair with an
@@ -119,7 +81,7 @@ type world struct {
 	pair   *nstest.Pair
 	addr   string
 	env    []string
-	daemon *background
+	daemon *proctest.Proc
 	target string // the echo server, host:port
 }
 
@@ -146,7 +108,7 @@ func newWorld(t *testing.T) *world {
 	w.target = fmt.Sprintf("%s:7000", w.pair.ServerIP4)
 
 	server := startBackground(t, "ip", "netns", "exec", w.pair.Server, filepath.Join(w.bin, "tgprobe"), "serve", "-tcp", ":7000")
-	waitFor(t, "echo server", func() bool { return strings.Contains(server.out.String(), "ready") })
+	waitFor(t, "echo server", func() bool { return strings.Contains(server.Output(), "ready") })
 
 	os.MkdirAll(filepath.Join(w.dir, "rules.d"), 0o755)
 	cfg := filepath.Join(w.dir, "config.toml")
@@ -215,7 +177,7 @@ func (w *world) probe(name string) string {
 
 // connect starts exe connecting to the echo server from the client
 // namespace, as root.
-func (w *world) connect(exe string, timeout time.Duration) *background {
+func (w *world) connect(exe string, timeout time.Duration) *proctest.Proc {
 	return startBackground(w.t, "ip", "netns", "exec", w.pair.Client, exe, "connect", "-timeout", timeout.String(), "tcp", w.target)
 }
 
@@ -228,14 +190,12 @@ func TestIntegrationPromptThroughPTY(t *testing.T) {
 	held := w.connect(probe, 50*time.Second)
 	p.waitOut("--- connection #")
 	p.waitOut(probe)
-	select {
-	case <-held.done:
-		t.Fatalf("the connection was not held for the prompt: %s", held.out.String())
-	default:
+	if held.Exited() {
+		t.Fatalf("the connection was not held for the prompt: %s", held.Output())
 	}
 	p.typeKeys("A") // allow forever, no Enter
-	if code := held.exitCode(t, 30*time.Second); code != 0 {
-		t.Fatalf("held connection after allow: exit %d: %s\n--- terminal ---\n%s", code, held.out.String(), p.out.String())
+	if code := exitCode(t, held, 30*time.Second); code != 0 {
+		t.Fatalf("held connection after allow: exit %d: %s\n--- terminal ---\n%s", code, held.Output(), p.out.String())
 	}
 	p.waitOut("allow forever")
 
@@ -243,7 +203,7 @@ func TestIntegrationPromptThroughPTY(t *testing.T) {
 	if out := w.mustCLI(ExitOK, "rules", "list", "--json"); !strings.Contains(out, probe) {
 		t.Fatalf("rules list after allow forever lacks the rule:\n%s", out)
 	}
-	if code := w.connect(probe, 10*time.Second).exitCode(t, 20*time.Second); code != 0 {
+	if code := exitCode(t, w.connect(probe, 10*time.Second), 20*time.Second); code != 0 {
 		t.Fatalf("second connection: exit %d", code)
 	}
 	if n := strings.Count(p.out.String(), "--- connection #"); n != 1 {
@@ -324,8 +284,8 @@ func TestIntegrationCommands(t *testing.T) {
 	}
 	pid := pending[0]["id"].(json.Number).String()
 	w.mustCLI(ExitOK, "answer", pid, "allow")
-	if code := held.exitCode(t, 30*time.Second); code != 0 {
-		t.Fatalf("connection after tollgate answer: exit %d: %s", code, held.out.String())
+	if code := exitCode(t, held, 30*time.Second); code != 0 {
+		t.Fatalf("connection after tollgate answer: exit %d: %s", code, held.Output())
 	}
 	p.waitOut("#" + pid + " was decided elsewhere: allow")
 	w.mustCLI(ExitNotFound, "answer", pid, "deny")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -22,7 +23,7 @@ import (
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
-	"github.com/tollgate-fw/tollgate/internal/syncbuf"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/ui/tray/prompt"
 )
 
@@ -46,69 +47,15 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(here), "..", "..", "..")
 }
 
-// proc is a process the test started; cleanup stops it by its pid.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncbuf.Buffer
-	done chan struct{}
-	err  error
-}
-
-func start(t *testing.T, env []string, name string, args ...string) *proc {
+// start starts a process for t, with env (nil: the test's own); cleanup
+// stops it by its pid and logs its output if the test failed.
+func start(t *testing.T, env []string, name string, args ...string) *proctest.Proc {
 	t.Helper()
-	p := &proc{name: filepath.Base(name), cmd: exec.Command(name, args...), out: new(syncbuf.Buffer), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	cmd := exec.Command(name, args...)
 	if env != nil {
-		p.cmd.Env = env
+		cmd.Env = env
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", p.name, p.out.String())
-		}
-	})
-	return p
-}
-
-// stop ends the process by its pid: SIGTERM, then SIGKILL after 10 s.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proctest.StartTest(t, cmd, proctest.AtCleanup{Grace: 10 * time.Second, LogOutput: true})
 }
 
 // build builds the binaries into a directory every user can read.
@@ -145,14 +92,14 @@ func xvfb(t *testing.T) string {
 		x := start(t, nil, "Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp", "-nolisten", "unix-abstract")
 		sock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
 		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) && !x.exited() {
+		for time.Now().Before(deadline) && !x.Exited() {
 			if _, err := os.Stat(sock); err == nil {
 				return display
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if !x.exited() {
-			t.Fatalf("Xvfb %s: no socket after 20s:\n%s", display, x.out.String())
+		if !x.Exited() {
+			t.Fatalf("Xvfb %s: no socket after 20s:\n%s", display, x.Output())
 		}
 		// Lost a race for the display: try the next one.
 	}
@@ -179,7 +126,7 @@ func TestIntegrationTrayPromptClick(t *testing.T) {
 	pair := nstest.NewPair(t)
 	target := fmt.Sprintf("%s:7000", pair.ServerIP4)
 	server := start(t, nil, "ip", "netns", "exec", pair.Server, filepath.Join(bin, "tgprobe"), "serve", "-tcp", ":7000")
-	waitFor(t, "the echo server", 10*time.Second, func() bool { return strings.Contains(server.out.String(), "ready") })
+	proctest.WaitFor(t, 10*time.Second, "the echo server", func() bool { return strings.Contains(server.Output(), "ready") })
 
 	os.MkdirAll(filepath.Join(dir, "rules.d"), 0o755)
 	cfg := filepath.Join(dir, "config.toml")
@@ -200,7 +147,7 @@ log_level = "debug"
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	var client *dbus.Client
-	waitFor(t, "tollgated on the bus", 30*time.Second, func() bool {
+	proctest.WaitFor(t, 30*time.Second, "tollgated on the bus", func() bool {
 		if client == nil {
 			client, _ = dbus.Dial(ctx, bus.Addr)
 		}
@@ -234,9 +181,9 @@ log_level = "debug"
 	const armDelay = time.Second
 	tray := start(t, env, "setpriv", fmt.Sprintf("--reuid=%d", trayUID), fmt.Sprintf("--regid=%d", trayGID), "--clear-groups",
 		filepath.Join(bin, "tollgate-tray"), "-status-window", "never", "-arm-delay", armDelay.String(), "-v")
-	waitFor(t, "the tray registered as an agent", 60*time.Second, func() bool {
-		if tray.exited() {
-			t.Fatalf("tollgate-tray exited: %v\n%s", tray.err, tray.out.String())
+	proctest.WaitFor(t, 60*time.Second, "the tray registered as an agent", func() bool {
+		if tray.Exited() {
+			t.Fatalf("tollgate-tray exited: %v\n%s", tray.Wait(), tray.Output())
 		}
 		st, err := client.GetStatus(ctx)
 		return err == nil && st.Agents >= 1
@@ -258,9 +205,9 @@ log_level = "debug"
 
 	xenv := append(os.Environ(), "DISPLAY="+display)
 	var win string
-	waitFor(t, "the prompt window (xdotool search)", 30*time.Second, func() bool {
-		if held.exited() {
-			t.Fatalf("the connection was not held: %s", held.out.String())
+	proctest.WaitFor(t, 30*time.Second, "the prompt window (xdotool search)", func() bool {
+		if held.Exited() {
+			t.Fatalf("the connection was not held: %s", held.Output())
 		}
 		out, err := xcmd(xenv, "xdotool", "search", "--onlyvisible", "--name", "^Tollgate")
 		if err != nil {
@@ -288,7 +235,7 @@ log_level = "debug"
 	}
 	shot := filepath.Join(artifacts(t), "tray-prompt.png")
 	var at image.Point
-	waitFor(t, "the Allow button on a screenshot", 20*time.Second, func() bool {
+	proctest.WaitFor(t, 20*time.Second, "the Allow button on a screenshot", func() bool {
 		if _, err := xcmd(xenv, "import", "-window", "root", shot); err != nil {
 			return false
 		}
@@ -311,36 +258,32 @@ log_level = "debug"
 		t.Fatalf("xdotool click: %v\n%s", err, out)
 	}
 	select {
-	case <-held.done:
+	case <-held.Done():
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the held connection did not end after the click on Allow:\n%s", held.out.String())
+		t.Fatalf("the held connection did not end after the click on Allow:\n%s", held.Output())
 	}
-	if held.err != nil || !strings.Contains(held.out.String(), "ok") {
-		t.Fatalf("held connection after Allow: %v: %s", held.err, held.out.String())
+	if err := held.Wait(); err != nil || !strings.Contains(held.Output(), "ok") {
+		t.Fatalf("held connection after Allow: %v: %s", err, held.Output())
 	}
-	waitFor(t, "the prompt window to go", 10*time.Second, func() bool {
+	proctest.WaitFor(t, 10*time.Second, "the prompt window to go", func() bool {
 		out, _ := xcmd(xenv, "xdotool", "search", "--onlyvisible", "--name", "^Tollgate")
 		return !strings.Contains(" "+out+" ", win)
 	})
-	if tray.exited() {
-		t.Fatalf("tollgate-tray exited: %v", tray.err)
+	if tray.Exited() {
+		t.Fatalf("tollgate-tray exited: %v", tray.Wait())
 	}
 
 	// SIGTERM quits the tray cleanly: it unregisters as the agent.
-	tray.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-tray.done:
-	case <-time.After(15 * time.Second):
+	if err := tray.Stop(syscall.SIGTERM, 15*time.Second); errors.Is(err, proctest.ErrKilled) {
 		t.Fatal("tollgate-tray did not quit on SIGTERM")
+	} else if err != nil {
+		t.Errorf("tollgate-tray on SIGTERM: %v", err)
 	}
-	if tray.err != nil {
-		t.Errorf("tollgate-tray on SIGTERM: %v", tray.err)
-	}
-	waitFor(t, "the agent gone", 10*time.Second, func() bool {
+	proctest.WaitFor(t, 10*time.Second, "the agent gone", func() bool {
 		st, err := client.GetStatus(ctx)
 		return err == nil && st.Agents == 0
 	})
-	t.Logf("tray log:\n%s", tray.out.String())
+	t.Logf("tray log:\n%s", tray.Output())
 	t.Logf("end to end in %v", time.Since(began).Round(time.Millisecond))
 }
 
