@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/connections/connmodel"
 	"github.com/tollgate-fw/tollgate/ui/tray/rules/rulemodel"
+	"github.com/tollgate-fw/tollgate/ui/tray/winwork"
 )
 
 // Client is what the window needs of the daemon; *dbus.Client satisfies
@@ -91,8 +92,7 @@ type Window struct {
 	selected   connmodel.Key
 	hasSel     bool
 
-	stop      context.CancelFunc // ends polling; nil when closed
-	following sync.WaitGroup     // the polling goroutine
+	polling winwork.Work // while the window is open
 
 	// The polling goroutine's own.
 	listedFor map[string]struct{} // rule ids ever queued for naming (found or not)
@@ -135,11 +135,7 @@ func (w *Window) Show() {
 	if w.win == nil {
 		w.build()
 	}
-	if w.stop == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		w.stop = cancel
-		w.following.Go(func() { w.poll(ctx) })
-	}
+	w.polling.Start(w.poll)
 	w.win.Show()
 	w.win.RequestFocus()
 }
@@ -147,14 +143,11 @@ func (w *Window) Show() {
 // Wait waits until the background work Show started (polling) has
 // ended after Close. Call it off Fyne's goroutine: that work's last
 // update may still need it.
-func (w *Window) Wait() { w.following.Wait() }
+func (w *Window) Wait() { w.polling.Wait() }
 
 // Close hides the window and stops polling.
 func (w *Window) Close() {
-	if w.stop != nil {
-		w.stop()
-		w.stop = nil
-	}
+	w.polling.Stop()
 	if w.win != nil {
 		w.win.Hide()
 	}

@@ -123,7 +123,7 @@ func open(t *testing.T, f *fakeLog, o Options) *Window {
 	w := NewWindow(a, f, o)
 	t.Cleanup(func() {
 		w.Close()
-		w.following.Wait()
+		w.Wait()
 	})
 	w.Show()
 	waitFor(t, "first poll", func() bool { return polled(w) >= 1 })
@@ -184,7 +184,7 @@ func TestPollingRepeatsWhileOpenAndStopsWhenClosed(t *testing.T) {
 		return w.polled >= 3 && w.since.Equal(t0.Add(time.Second))
 	})
 	w.Close()
-	w.following.Wait()
+	w.Wait()
 	n := len(f.filters())
 	f.add(entry(2, 2, "/usr/bin/curl", shared.ActionAllow))
 	w.Show() // polls again at once
@@ -194,7 +194,7 @@ func TestPollingRepeatsWhileOpenAndStopsWhenClosed(t *testing.T) {
 		return w.since.Equal(t0.Add(2 * time.Second))
 	})
 	w.Close()
-	w.following.Wait()
+	w.Wait()
 	if len(f.filters()) <= n {
 		t.Error("reopening did not poll")
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/rules/rulemodel"
+	"github.com/tollgate-fw/tollgate/ui/tray/winwork"
 )
 
 // Client is what the window needs of the daemon; *dbus.Client satisfies
@@ -109,9 +110,8 @@ type Window struct {
 	built    bool   // build is done: filter callbacks may run
 	selected string // rule id
 	editor   *editor
-	stop     context.CancelFunc // ends the live updates; nil when closed
 
-	following sync.WaitGroup // the live-updates goroutine
+	following winwork.Work // live updates while the window is open
 
 	// Lists of rules are asked for concurrently (signals, after a change);
 	// only a list newer than the one shown is shown.
@@ -149,11 +149,7 @@ func (w *Window) Show() {
 	if w.win == nil {
 		w.build()
 	}
-	if w.stop == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		w.stop = cancel
-		w.following.Go(func() { w.follow(ctx) })
-	}
+	w.following.Start(w.follow)
 	w.win.Show()
 	w.win.RequestFocus()
 }
@@ -178,10 +174,7 @@ func (w *Window) Wait() { w.following.Wait() }
 
 // Close hides the window and its form and stops following the daemon.
 func (w *Window) Close() {
-	if w.stop != nil {
-		w.stop()
-		w.stop = nil
-	}
+	w.following.Stop()
 	if w.editor != nil {
 		w.editor.close()
 	}

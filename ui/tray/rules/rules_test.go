@@ -144,7 +144,7 @@ func open(t *testing.T, f *fakeDaemon) *Window {
 	w := NewWindow(a, f, Options{UID: me, Apps: apps{"/usr/lib/firefox/firefox": "Firefox"}, Location: time.UTC})
 	t.Cleanup(func() {
 		w.Close()
-		w.following.Wait()
+		w.Wait()
 	})
 	w.Show()
 	waitSettled(t, w, 1)
@@ -329,7 +329,7 @@ func TestLiveUpdates(t *testing.T) {
 
 	// Closed: no more following.
 	w.Close()
-	w.following.Wait()
+	w.Wait()
 	_, _, _, lists := f.snapshot()
 	f.sigs <- dbus.Signal{Name: dbus.SignalRulesChanged}
 	if _, _, _, n := f.snapshot(); n != lists {
@@ -648,7 +648,7 @@ func TestSignalsFailStillLoads(t *testing.T) {
 	f := newFake(testRules()...)
 	c := failingSignals{f}
 	w := NewWindow(a, c, Options{UID: me, RetryDelay: time.Hour})
-	t.Cleanup(func() { w.Close(); w.following.Wait() })
+	t.Cleanup(func() { w.Close(); w.Wait() })
 	w.Show()
 	waitSettled(t, w, 1)
 	if w.model.Total() != 4 || !strings.Contains(w.errLabel.Text, "no live updates") {

@@ -1,0 +1,35 @@
+package winwork
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+)
+
+func TestStartStopWait(t *testing.T) {
+	var w Work
+	var runs, ended atomic.Int32
+	started := make(chan struct{}, 4)
+	fn := func(ctx context.Context) {
+		runs.Add(1)
+		started <- struct{}{}
+		<-ctx.Done()
+		ended.Add(1)
+	}
+	w.Start(fn)
+	<-started
+	w.Start(fn) // running already: no second one
+	w.Stop()
+	w.Wait()
+	if runs.Load() != 1 || ended.Load() != 1 {
+		t.Fatalf("runs %d, ended %d; want 1 and 1", runs.Load(), ended.Load())
+	}
+	w.Stop() // stopped already: nothing
+	w.Start(fn)
+	<-started
+	w.Stop()
+	w.Wait()
+	if runs.Load() != 2 || ended.Load() != 2 {
+		t.Fatalf("after a restart: runs %d, ended %d; want 2 and 2", runs.Load(), ended.Load())
+	}
+}
