@@ -161,15 +161,7 @@ func TestLogFilters(t *testing.T) {
 		"since the future": {LogFilter{Since: t0.Add(time.Hour)}, nil},
 	}
 	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			got, err := s.Log(c.f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(ids(got), c.want) && !(len(got) == 0 && len(c.want) == 0) {
-				t.Fatalf("ids %v, want %v", ids(got), c.want)
-			}
-		})
+		t.Run(name, func(t *testing.T) { wantLogIDs(t, s, c.f, c.want) })
 	}
 }
 
@@ -266,14 +258,18 @@ func TestLogFiltersByExeAndHost(t *testing.T) {
 		"host, no such":   {LogFilter{Host: "test"}, nil},
 		"host and action": {LogFilter{Host: "a.test", Action: shared.ActionDeny}, nil},
 	} {
-		t.Run(name, func(t *testing.T) {
-			got, err := s.Log(c.f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(ids(got), c.want) && !(len(got) == 0 && len(c.want) == 0) {
-				t.Fatalf("ids %v, want %v", ids(got), c.want)
-			}
-		})
+		t.Run(name, func(t *testing.T) { wantLogIDs(t, s, c.f, c.want) })
+	}
+}
+
+// wantLogIDs checks the ids of what s.Log(f) returns, in order.
+func wantLogIDs(t *testing.T, s *Store, f LogFilter, want []uint64) {
+	t.Helper()
+	got, err := s.Log(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ids(got), want) && !(len(got) == 0 && len(want) == 0) {
+		t.Fatalf("ids %v, want %v", ids(got), want)
 	}
 }
