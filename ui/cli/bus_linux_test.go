@@ -1,79 +1,31 @@
 package cli
 
 import (
-	"bufio"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/bustest"
+	"github.com/tollgate-fw/tollgate/internal/nstest"
 	"github.com/tollgate-fw/tollgate/internal/syncbuf"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
 // These tests run the CLI with the real *dbus.Client over a private
-// dbus-daemon, against a stand-in server that serves the fake daemon under
-// the real names: they prove the wiring (dial, --bus, the wire forms,
-// D-Bus error names becoming exit codes, signals reaching the prompt)
-// without tollgated. Nothing here needs root.
+// system-like dbus-daemon with the packaged policy (internal/bustest),
+// against a stand-in server that serves the fake daemon under the real
+// names: they prove the wiring (dial, --bus, the wire forms, D-Bus error
+// names becoming exit codes, signals reaching the prompt) without
+// tollgated. The policy lets only root own the name: they need root.
 
-// privateBus starts a dbus-daemon on a socket in a temporary directory and
-// returns its address.
+// privateBus starts the private bus and returns its address.
 func privateBus(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("dbus-daemon is needed (make deps): %v", err)
-		}
-		t.Skipf("dbus-daemon not installed: %v", err)
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "bus")
-	conf := filepath.Join(dir, "bus.conf")
-	err = os.WriteFile(conf, []byte(`<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=`+sock+`</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncbuf.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dbus-daemon output:\n%s", stderr.String())
-		}
-	})
-	// The address is printed once the bus listens.
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon did not print its address: %v", err)
-	}
-	return strings.TrimSpace(line)
+	nstest.RequireRoot(t)
+	return bustest.Start(t, false).Addr
 }
 
 // busServer serves a fakeDaemon as org.tollgate.Firewall1.
