@@ -323,7 +323,6 @@ func (o *object) AddRule(sender godbus.Sender, raw fieldMap) (string, *godbus.Er
 	return id, c.end(nil)
 }
 
-// ownedRule fetches rule id and checks the caller may change it.
 // checkRuleID refuses what cannot be a rule id before any lookup.
 func checkRuleID(id string) error {
 	if id == "" || len(id) > dbus.MaxIDLen {
@@ -332,6 +331,7 @@ func checkRuleID(id string) error {
 	return nil
 }
 
+// ownedRule fetches rule id and checks the caller may change it.
 func (c *call) ownedRule(id string) (shared.Rule, error) {
 	if err := checkRuleID(id); err != nil {
 		return shared.Rule{}, err
