@@ -456,6 +456,43 @@ func TestIntegrationPackages(t *testing.T) {
 		}
 	})
 
+	// An upgrade keeps the rules database, an admin's edit of a conffile
+	// and an admin's disable of the unit (the same payload, as version -2).
+	t.Run("upgrade", func(t *testing.T) {
+		db := filepath.Join(root, "var/lib/tollgate/tollgate.db")
+		dbBefore, err := os.ReadFile(db)
+		if err != nil {
+			t.Fatalf("no database from the daemon's run to keep: %v", err)
+		}
+		conf := filepath.Join(root, "etc/tollgate/config.toml")
+		edited, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited = append(edited, "\n# the admin was here\nprompt_timeout = \"45s\"\n"...)
+		if err := os.WriteFile(conf, edited, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// What `systemctl disable tollgated` does to the file system.
+		if err := os.Remove(wants); err != nil {
+			t.Fatalf("disable the unit as an admin would: %v", err)
+		}
+		dpkg("-i", withVersion(t, deb, version+"-2"))
+		if st := run(t, "dpkg", "--root="+root, "-s", "tollgate"); !strings.Contains(st, "Version: "+version+"-2\n") ||
+			!strings.Contains(st, "Status: install ok installed") {
+			t.Errorf("after the upgrade, dpkg -s:\n%s", st)
+		}
+		if got, _ := os.ReadFile(conf); !bytes.Equal(got, edited) {
+			t.Errorf("the upgrade changed the admin's config.toml:\n%s", got)
+		}
+		if got, _ := os.ReadFile(db); !bytes.Equal(got, dbBefore) {
+			t.Errorf("the upgrade changed the rules database (%d bytes, was %d)", len(got), len(dbBefore))
+		}
+		if _, err := os.Lstat(wants); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the upgrade enabled the unit the admin disabled: %v", err)
+		}
+	})
+
 	// The tray package on top, then gone again without a trace.
 	t.Run("tray installs and purges", func(t *testing.T) {
 		withTray := tree(t, root)
@@ -505,6 +542,30 @@ func TestIntegrationPackages(t *testing.T) {
 	if left := newPaths(before, tree(t, root)); len(left) > 0 {
 		t.Errorf("purge left behind: %v", left)
 	}
+}
+
+// withVersion returns a copy of the .deb deb that says it is version v:
+// the same payload and maintainer scripts, for an upgrade.
+func withVersion(t *testing.T, deb, v string) string {
+	t.Helper()
+	dir := t.TempDir()
+	x := filepath.Join(dir, "x")
+	run(t, "dpkg-deb", "-R", deb, x)
+	control := filepath.Join(x, "DEBIAN", "control")
+	b, err := os.ReadFile(control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`(?m)^Version: .*$`)
+	if !version.Match(b) {
+		t.Fatalf("%s has no Version:\n%s", deb, b)
+	}
+	if err := os.WriteFile(control, version.ReplaceAll(b, []byte("Version: "+v)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "upgrade.deb")
+	run(t, "dpkg-deb", "--root-owner-group", "-b", x, out)
+	return out
 }
 
 // newPaths lists the paths of after that before lacks, but dpkg's own
