@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/internal/bustest"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
@@ -77,16 +78,10 @@ func (e *testEnv) startBus(t testing.TB) *bustest.Bus {
 	return bustest.StartIn(t, e.dir, true)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	proctest.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // startServer runs the server on the test bus and waits until it owns the name.

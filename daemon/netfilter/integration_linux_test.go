@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-fw/tollgate/internal/netns"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 )
 
 // Queue numbers used by the integration tests. Nothing reads them: the
@@ -292,15 +293,10 @@ func lockWaiters(t *testing.T, inode uint64) int {
 	return n
 }
 
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval of the condition, not synchronisation
-	}
+	proctest.WaitFor(t, waitLimit, what, cond)
 }
 
 // TestIntegrationXtablesLock: with the legacy backend, Install waits for

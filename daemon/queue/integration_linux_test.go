@@ -20,6 +20,7 @@ import (
 
 	"github.com/tollgate-fw/tollgate/daemon/packet"
 	"github.com/tollgate-fw/tollgate/internal/nstest"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 )
 
 // wait is the deadline for anything the kernel should do at once. Nothing
@@ -215,17 +216,10 @@ func (h *harness) noWarnings(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test at the deadline.
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, wait)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond) // polling interval, not synchronization
-	}
+	proctest.WaitFor(t, wait, what, cond)
 }
 
 func TestIntegrationQueue(t *testing.T) {

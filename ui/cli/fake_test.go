@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/internal/sigtest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
@@ -357,14 +358,8 @@ func (f *fakeDaemon) Close() error {
 	return nil
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	proctest.WaitFor(t, 10*time.Second, what, cond)
 }

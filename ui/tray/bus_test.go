@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 )
 
 // dialer hands out the sessions a test queues; with none queued it fails.
@@ -41,16 +42,10 @@ func (d *dialer) count() int {
 	return d.dials
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	proctest.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func recv(t *testing.T, ch <-chan dbus.Signal) dbus.Signal {

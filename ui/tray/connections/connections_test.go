@@ -17,6 +17,7 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/connections/connmodel"
@@ -94,15 +95,10 @@ func entry(id uint64, sec int, exe string, action shared.Action) shared.LogEntry
 	}
 }
 
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	proctest.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func polled(w *Window) int {

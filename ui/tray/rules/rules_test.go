@@ -17,6 +17,7 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/tollgate-fw/tollgate/dbus"
+	"github.com/tollgate-fw/tollgate/internal/proctest"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 	"github.com/tollgate-fw/tollgate/ui/tray/rules/rulemodel"
@@ -151,16 +152,10 @@ func open(t *testing.T, f *fakeDaemon) *Window {
 	return w
 }
 
-// waitFor waits for cond with a deadline.
+// waitFor waits for cond (proctest.WaitFor) with this package's deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	proctest.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // waitSettled waits until n results of daemon calls reached the UI: after
