@@ -586,11 +586,7 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32, sent 
 		// Seen by an earlier probe of the process's bound directory.
 		if got, held := d.probe(a.proc, fd); held && got == inode {
 			if st, ok := a.dirStat(d); ok {
-				a.nIndexHits.Add(1)
-				a.mu.Lock()
-				a.putIndex(inode, pid, fd, st.Start, read)
-				a.touchMRU(pid, uid, -1, st.Start)
-				a.mu.Unlock()
+				a.indexHit(inode, pid, fd, uid, st.Start, read)
 				return pid, st, e, nil
 			}
 		}
@@ -598,11 +594,7 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32, sent 
 	if ok && a.proc.fdHolds(pid, fd, inode) {
 		st, err := a.proc.stat(pid)
 		if err == nil && !st.exited() {
-			a.nIndexHits.Add(1)
-			a.mu.Lock()
-			a.putIndex(inode, pid, fd, st.Start, read)
-			a.touchMRU(pid, uid, -1, st.Start)
-			a.mu.Unlock()
+			a.indexHit(inode, pid, fd, uid, st.Start, read)
 			return pid, st, e, nil
 		}
 	}
@@ -616,6 +608,17 @@ func (a *Attributor) holder(ctx context.Context, inode uint64, uid uint32, sent 
 		}
 	}
 	return spid, st, e, err
+}
+
+// indexHit records that fd of process (pid, start) was found holding inode
+// as the index said, read at seen: counted, the entry refreshed, the
+// process made the most recent of uid's.
+func (a *Attributor) indexHit(inode uint64, pid, fd int, uid uint32, start uint64, seen int64) {
+	a.nIndexHits.Add(1)
+	a.mu.Lock()
+	a.putIndex(inode, pid, fd, start, seen)
+	a.touchMRU(pid, uid, -1, start)
+	a.mu.Unlock()
 }
 
 // bindDir opens /proc/PID of the recent holder (pid, start) for probing its
