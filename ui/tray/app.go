@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-fw/tollgate/ui/tray/connections"
 	"github.com/tollgate-fw/tollgate/ui/tray/prompt"
 	"github.com/tollgate-fw/tollgate/ui/tray/rules"
+	"github.com/tollgate-fw/tollgate/ui/tray/winwork"
 )
 
 // AppFinder names applications and finds their icons (*desktop.Index).
@@ -279,7 +280,7 @@ func (t *App) runPrompt(ctx context.Context) {
 			return
 		}
 		t.log.Warn("prompt agent stopped; starting it again", "err", err, "in", wait)
-		if !sleep(ctx, wait) {
+		if !winwork.Sleep(ctx, wait) {
 			return
 		}
 		wait = min(2*wait, 30*time.Second)

@@ -11,6 +11,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/tollgate-fw/tollgate/dbus"
 	"github.com/tollgate-fw/tollgate/shared"
+	"github.com/tollgate-fw/tollgate/ui/tray/winwork"
 )
 
 // ErrNoBus is returned by every call made while the tray has no connection
@@ -121,7 +122,7 @@ func (b *Bus) Run(ctx context.Context) error {
 		if err != nil {
 			b.set(nil, err)
 			b.log.Warn("cannot connect to the system bus; trying again", "err", err, "in", wait)
-			if !sleep(ctx, wait) {
+			if !winwork.Sleep(ctx, wait) {
 				b.set(nil, nil)
 				return ctx.Err()
 			}
@@ -144,21 +145,10 @@ func (b *Bus) Run(ctx context.Context) error {
 			wait = b.minWait
 		}
 		b.log.Warn("lost the system bus; connecting again", "in", wait)
-		if !sleep(ctx, wait) {
+		if !winwork.Sleep(ctx, wait) {
 			return ctx.Err()
 		}
 		wait = min(wait*2, b.maxWait)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

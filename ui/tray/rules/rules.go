@@ -412,7 +412,7 @@ func (w *Window) follow(ctx context.Context) {
 		if err != nil {
 			w.log.Warn("rules window: subscribe to signals", "err", err)
 			w.load(ctx, fmt.Errorf("no live updates: %w", err))
-			if !w.wait(ctx) {
+			if !winwork.Sleep(ctx, w.o.RetryDelay) {
 				return
 			}
 			continue
@@ -421,7 +421,7 @@ func (w *Window) follow(ctx context.Context) {
 		if !w.consume(ctx, sigs) {
 			return
 		}
-		if !w.wait(ctx) {
+		if !winwork.Sleep(ctx, w.o.RetryDelay) {
 			return
 		}
 	}
@@ -464,17 +464,6 @@ func (w *Window) consume(ctx context.Context, sigs <-chan dbus.Signal) bool {
 				w.mu.Unlock()
 			})
 		}
-	}
-}
-
-func (w *Window) wait(ctx context.Context) bool {
-	t := time.NewTimer(w.o.RetryDelay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

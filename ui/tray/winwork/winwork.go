@@ -7,6 +7,7 @@ package winwork
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Work is one window's background work; the zero value is ready.
@@ -36,3 +37,16 @@ func (w *Work) Stop() {
 
 // Wait waits until every work Start ran has returned.
 func (w *Work) Wait() { w.wg.Wait() }
+
+// Sleep waits d, or less if ctx ends first; it says whether d passed (the
+// work goes on).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestStartStopWait(t *testing.T) {
@@ -31,5 +32,16 @@ func TestStartStopWait(t *testing.T) {
 	w.Wait()
 	if runs.Load() != 2 || ended.Load() != 2 {
 		t.Fatalf("after a restart: runs %d, ended %d; want 2 and 2", runs.Load(), ended.Load())
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep with a live context said the work is over")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with an ended context said the work goes on")
 	}
 }
