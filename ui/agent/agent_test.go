@@ -6,111 +6,19 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-fw/tollgate/dbus"
-	"github.com/tollgate-fw/tollgate/internal/sigtest"
+	"github.com/tollgate-fw/tollgate/internal/agenttest"
 	"github.com/tollgate-fw/tollgate/shared"
 )
 
-// fakeDaemon is a Client that keeps state like the daemon: pending groups,
-// answers, whether this agent is registered. Tests check the state.
-type fakeDaemon struct {
-	mu            sync.Mutex
-	pending       []shared.Pending
-	answers       []shared.Answer
-	agent         bool
-	registrations int
-	unregistered  int
-	registerErr   error // RegisterAgent fails with it while set
-	listErr       error
-	answerErr     error // Answer fails with it (before looking) while set
-	signalsErr    error
-	sigs          chan dbus.Signal
-}
+// fakeDaemon is the stand-in daemon the session talks to; tests check its
+// state.
+type fakeDaemon = agenttest.Daemon
 
-func newFake(pending ...shared.Pending) *fakeDaemon {
-	return &fakeDaemon{pending: pending, sigs: make(chan dbus.Signal, 16)}
-}
-
-func (f *fakeDaemon) RegisterAgent(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.registerErr != nil {
-		return f.registerErr
-	}
-	f.agent = true
-	f.registrations++
-	return nil
-}
-
-func (f *fakeDaemon) UnregisterAgent(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.agent = false
-	f.unregistered++
-	return nil
-}
-
-func (f *fakeDaemon) ListPending(ctx context.Context) ([]shared.Pending, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.listErr != nil {
-		return nil, f.listErr
-	}
-	return slices.Clone(f.pending), nil
-}
-
-func (f *fakeDaemon) Answer(ctx context.Context, a shared.Answer) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.answerErr != nil {
-		return f.answerErr
-	}
-	i := slices.IndexFunc(f.pending, func(p shared.Pending) bool { return p.ID == a.PendingID })
-	if i < 0 {
-		return fmt.Errorf("pending %d: %w", a.PendingID, dbus.ErrNotFound)
-	}
-	f.pending = slices.Delete(f.pending, i, i+1)
-	f.answers = append(f.answers, a)
-	return nil
-}
-
-func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
-	if f.signalsErr != nil {
-		return nil, f.signalsErr
-	}
-	return sigtest.Forward(ctx, f.sigs), nil
-}
-
-// apply changes the fake as the daemon would have before sending sig.
-func (f *fakeDaemon) apply(sig dbus.Signal) {
-	switch sig.Name {
-	case dbus.SignalConnectionPending:
-		i := slices.IndexFunc(f.pending, func(p shared.Pending) bool { return p.ID == sig.Pending.ID })
-		if i < 0 {
-			f.pending = append(f.pending, sig.Pending)
-		} else {
-			f.pending[i] = sig.Pending
-		}
-	case dbus.SignalPendingResolved:
-		f.pending = slices.DeleteFunc(f.pending, func(p shared.Pending) bool { return p.ID == sig.ID })
-	}
-}
-
-func (f *fakeDaemon) set(fn func(f *fakeDaemon)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fn(f)
-}
-
-func (f *fakeDaemon) state() (agent bool, registrations, unregistered int, answers []shared.Answer) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.agent, f.registrations, f.unregistered, slices.Clone(f.answers)
-}
+var newFake = agenttest.New
 
 func pend(id uint64, count int) shared.Pending {
 	return shared.Pending{ID: id, Count: count, Connection: shared.Connection{
@@ -186,7 +94,7 @@ func TestSession(t *testing.T) {
 					want: EventNone, queue: []uint64{1, 3}},
 				{name: "answered leaves", answer: &shared.Answer{PendingID: 3, Action: shared.ActionAllow, Lifetime: shared.LifetimeOnce},
 					queue: []uint64{1}},
-				{name: "answer to a group decided meanwhile leaves too", do: func(f *fakeDaemon) { f.pending = nil },
+				{name: "answer to a group decided meanwhile leaves too", do: func(f *fakeDaemon) { f.Pending = nil },
 					answer: &shared.Answer{PendingID: 1, Action: shared.ActionDeny}, wantErr: dbus.ErrNotFound, queue: []uint64{}},
 			},
 		},
@@ -195,9 +103,9 @@ func TestSession(t *testing.T) {
 			fake:      func() *fakeDaemon { return newFake(pend(4, 1)) },
 			wantStart: EventReady, startQ: []uint64{4},
 			steps: []step{
-				{name: "not authorized", do: func(f *fakeDaemon) { f.answerErr = fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized) },
+				{name: "not authorized", do: func(f *fakeDaemon) { f.AnswerErr = fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized) },
 					answer: &shared.Answer{PendingID: 4, Action: shared.ActionAllow}, wantErr: dbus.ErrNotAuthorized, queue: []uint64{4}},
-				{name: "then allowed", do: func(f *fakeDaemon) { f.answerErr = nil },
+				{name: "then allowed", do: func(f *fakeDaemon) { f.AnswerErr = nil },
 					answer: &shared.Answer{PendingID: 4, Action: shared.ActionAllow}, queue: []uint64{}},
 			},
 		},
@@ -206,11 +114,11 @@ func TestSession(t *testing.T) {
 			fake:      func() *fakeDaemon { return newFake(pend(1, 1)) },
 			wantStart: EventReady, startQ: []uint64{1},
 			steps: []step{
-				{name: "gone empties the queue", do: func(f *fakeDaemon) { f.pending = nil; f.agent = false },
+				{name: "gone empties the queue", do: func(f *fakeDaemon) { f.Pending = nil; f.Agent = false },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged}), want: EventDaemonGone, queue: []uint64{}, regs: 1},
-				{name: "back registers and lists", do: func(f *fakeDaemon) { f.pending = []shared.Pending{pend(7, 2)} },
+				{name: "back registers and lists", do: func(f *fakeDaemon) { f.Pending = []shared.Pending{pend(7, 2)} },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.42"}), want: EventDaemonBack, queue: []uint64{7}, regs: 2},
-				{name: "a restart seen only as a new owner lists afresh", do: func(f *fakeDaemon) { f.pending = []shared.Pending{pend(8, 1)} },
+				{name: "a restart seen only as a new owner lists afresh", do: func(f *fakeDaemon) { f.Pending = []shared.Pending{pend(8, 1)} },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.43"}), want: EventDaemonBack, queue: []uint64{8}, regs: 3},
 			},
 		},
@@ -218,14 +126,14 @@ func TestSession(t *testing.T) {
 			name: "daemon absent at start is waited for",
 			fake: func() *fakeDaemon {
 				f := newFake(pend(5, 1))
-				f.registerErr = errNoDaemon
+				f.RegisterErr = errNoDaemon
 				return f
 			},
 			opts:      Options{Wait: true, Backoff: forever},
 			wantStart: EventWaiting, startQ: []uint64{},
 			steps: []step{
 				{name: "still absent", sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged}), want: EventDaemonGone, queue: []uint64{}, regs: 0},
-				{name: "appears", do: func(f *fakeDaemon) { f.registerErr = nil },
+				{name: "appears", do: func(f *fakeDaemon) { f.RegisterErr = nil },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.7"}), want: EventDaemonBack, queue: []uint64{5}, regs: 1},
 			},
 		},
@@ -233,13 +141,13 @@ func TestSession(t *testing.T) {
 			name: "appearing but refusing: waits again",
 			fake: func() *fakeDaemon {
 				f := newFake(pend(5, 1))
-				f.registerErr = errNoDaemon
+				f.RegisterErr = errNoDaemon
 				return f
 			},
 			opts:      Options{Wait: true, Backoff: forever},
 			wantStart: EventWaiting, startQ: []uint64{},
 			steps: []step{
-				{name: "busy", do: func(f *fakeDaemon) { f.registerErr = fmt.Errorf("RegisterAgent: %w", dbus.ErrBusy) },
+				{name: "busy", do: func(f *fakeDaemon) { f.RegisterErr = fmt.Errorf("RegisterAgent: %w", dbus.ErrBusy) },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.7"}), want: EventWaiting, wantErr: dbus.ErrBusy, queue: []uint64{}},
 			},
 		},
@@ -247,21 +155,21 @@ func TestSession(t *testing.T) {
 			name: "retry timer registers",
 			fake: func() *fakeDaemon {
 				f := newFake(pend(6, 1))
-				f.listErr = errNoDaemon
+				f.ListErr = errNoDaemon
 				return f
 			},
 			opts:      Options{Wait: true, Backoff: func(int) time.Duration { return time.Millisecond }},
 			wantStart: EventWaiting, startQ: []uint64{},
 			steps: []step{
 				{name: "retry fails again", want: EventWaiting, queue: []uint64{}},
-				{name: "retry succeeds", do: func(f *fakeDaemon) { f.listErr = nil }, want: EventReady, queue: []uint64{6}},
+				{name: "retry succeeds", do: func(f *fakeDaemon) { f.ListErr = nil }, want: EventReady, queue: []uint64{6}},
 			},
 		},
 		{
 			name: "without Wait an absent daemon is an error",
 			fake: func() *fakeDaemon {
 				f := newFake()
-				f.registerErr = errNoDaemon
+				f.RegisterErr = errNoDaemon
 				return f
 			},
 			startErr: true,
@@ -271,7 +179,7 @@ func TestSession(t *testing.T) {
 			fake:      func() *fakeDaemon { return newFake() },
 			wantStart: EventReady, startQ: []uint64{},
 			steps: []step{
-				{name: "refuses", do: func(f *fakeDaemon) { f.registerErr = errNoDaemon },
+				{name: "refuses", do: func(f *fakeDaemon) { f.RegisterErr = errNoDaemon },
 					sig: sig(dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.9"}), wantErr: errNoDaemon, queue: []uint64{}},
 			},
 		},
@@ -307,7 +215,7 @@ func TestSession(t *testing.T) {
 			}
 			for _, st := range tt.steps {
 				if st.do != nil {
-					f.set(st.do)
+					f.Set(st.do)
 				}
 				switch {
 				case st.answer != nil:
@@ -317,10 +225,10 @@ func TestSession(t *testing.T) {
 					}
 				default:
 					if st.close {
-						close(f.sigs)
+						close(f.Sigs)
 					} else if st.sig != nil {
-						f.set(func(f *fakeDaemon) { f.apply(*st.sig) })
-						f.sigs <- *st.sig
+						f.Set(func(f *fakeDaemon) { f.Apply(*st.sig) })
+						f.Sigs <- *st.sig
 					}
 					ev, err := s.Handle(ctx, next(t, s))
 					if st.wantErr != nil && ev.Kind == EventWaiting {
@@ -339,7 +247,7 @@ func TestSession(t *testing.T) {
 				if got := ids(s.Queue()); !slices.Equal(got, st.queue) {
 					t.Fatalf("%s: queue %v, want %v", st.name, got, st.queue)
 				}
-				if _, n, _, _ := f.state(); st.regs != 0 && n != st.regs {
+				if _, n, _, _ := f.State(); st.regs != 0 && n != st.regs {
 					t.Errorf("%s: registered %d times, want %d", st.name, n, st.regs)
 				}
 			}
@@ -355,7 +263,7 @@ func TestUpdatedKeepsNewerView(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: pend(1, 9)}
+	f.Sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: pend(1, 9)}
 	if _, err := s.Handle(ctx, next(t, s)); err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +276,7 @@ func TestUpdatedKeepsNewerView(t *testing.T) {
 // session registered: it changes nothing and registers no second time.
 func TestStaleRetry(t *testing.T) {
 	f := newFake(pend(1, 1))
-	f.registerErr = errNoDaemon
+	f.RegisterErr = errNoDaemon
 	s := New(f, Options{Wait: true, Backoff: func(int) time.Duration { return 0 }})
 	ctx := context.Background()
 	if ev, err := s.Start(ctx); err != nil || ev.Kind != EventWaiting {
@@ -379,15 +287,15 @@ func TestStaleRetry(t *testing.T) {
 	if retry.retry == 0 {
 		t.Fatalf("want a retry input, got %+v", retry)
 	}
-	f.set(func(f *fakeDaemon) { f.registerErr = nil })
-	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.3"}
+	f.Set(func(f *fakeDaemon) { f.RegisterErr = nil })
+	f.Sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.3"}
 	if ev, err := s.Handle(ctx, next(t, s)); err != nil || ev.Kind != EventDaemonBack {
 		t.Fatalf("DaemonChanged: %v %v", ev.Kind, err)
 	}
 	if ev, err := s.Handle(ctx, retry); err != nil || ev.Kind != EventNone {
 		t.Fatalf("stale retry: %v %v", ev.Kind, err)
 	}
-	if _, n, _, _ := f.state(); n != 1 {
+	if _, n, _, _ := f.State(); n != 1 {
 		t.Errorf("registered %d times, want 1", n)
 	}
 }
@@ -400,11 +308,11 @@ func TestCloseUnregisters(t *testing.T) {
 	}
 	s.Close()
 	s.Close() // twice is fine
-	if agent, _, un, _ := f.state(); agent || un != 1 {
+	if agent, _, un, _ := f.State(); agent || un != 1 {
 		t.Errorf("after Close: agent %v, unregistered %d times", agent, un)
 	}
 	// Nothing is delivered any more, even when the daemon signals.
-	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: pend(1, 1)}
+	f.Sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: pend(1, 1)}
 	select {
 	case in := <-s.Inputs():
 		t.Errorf("input after Close: %+v", in)
@@ -414,12 +322,12 @@ func TestCloseUnregisters(t *testing.T) {
 
 func TestSubscribeFails(t *testing.T) {
 	f := newFake()
-	f.signalsErr = errors.New("subscribe to tollgated signals: no bus")
+	f.SignalsErr = errors.New("subscribe to tollgated signals: no bus")
 	s := New(f, Options{Wait: true})
 	if _, err := s.Start(context.Background()); err == nil {
 		t.Fatal("Start succeeded without a subscription")
 	}
-	if _, n, _, _ := f.state(); n != 0 {
+	if _, n, _, _ := f.State(); n != 0 {
 		t.Errorf("registered %d times without a subscription", n)
 	}
 }

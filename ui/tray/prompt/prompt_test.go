@@ -19,94 +19,15 @@ import (
 	"fyne.io/fyne/v2/widget"
 
 	"github.com/tollgate-fw/tollgate/dbus"
-	"github.com/tollgate-fw/tollgate/internal/sigtest"
+	"github.com/tollgate-fw/tollgate/internal/agenttest"
 	"github.com/tollgate-fw/tollgate/shared"
 	"github.com/tollgate-fw/tollgate/ui/desktop"
 )
 
-// fakeDaemon is an agent.Client keeping state like the daemon: pending
-// groups, answers, the agent registration.
-type fakeDaemon struct {
-	mu          sync.Mutex
-	pending     []shared.Pending
-	answers     []shared.Answer
-	agent       bool
-	registerErr error
-	answerErr   error
-	sigs        chan dbus.Signal
-}
+// fakeDaemon is the stand-in daemon the prompt's agent session talks to.
+type fakeDaemon = agenttest.Daemon
 
-func newFake(ps ...shared.Pending) *fakeDaemon {
-	return &fakeDaemon{pending: ps, sigs: make(chan dbus.Signal, 16)}
-}
-
-func (f *fakeDaemon) RegisterAgent(context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.registerErr != nil {
-		return f.registerErr
-	}
-	f.agent = true
-	return nil
-}
-
-func (f *fakeDaemon) UnregisterAgent(context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.agent = false
-	return nil
-}
-
-func (f *fakeDaemon) ListPending(context.Context) ([]shared.Pending, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.pending), nil
-}
-
-func (f *fakeDaemon) Answer(_ context.Context, a shared.Answer) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.answerErr != nil {
-		return f.answerErr
-	}
-	i := slices.IndexFunc(f.pending, func(p shared.Pending) bool { return p.ID == a.PendingID })
-	if i < 0 {
-		return fmt.Errorf("Answer: pending %d: %w", a.PendingID, dbus.ErrNotFound)
-	}
-	f.pending = slices.Delete(f.pending, i, i+1)
-	f.answers = append(f.answers, a)
-	return nil
-}
-
-func (f *fakeDaemon) Signals(ctx context.Context) (<-chan dbus.Signal, error) {
-	return sigtest.Forward(ctx, f.sigs), nil
-}
-
-func (f *fakeDaemon) offer(p shared.Pending) {
-	f.mu.Lock()
-	f.pending = append(f.pending, p)
-	f.mu.Unlock()
-	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p}
-}
-
-func (f *fakeDaemon) resolve(id uint64) {
-	f.mu.Lock()
-	f.pending = slices.DeleteFunc(f.pending, func(p shared.Pending) bool { return p.ID == id })
-	f.mu.Unlock()
-	f.sigs <- dbus.Signal{Name: dbus.SignalPendingResolved, ID: id, Action: shared.ActionDeny}
-}
-
-func (f *fakeDaemon) set(fn func(*fakeDaemon)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fn(f)
-}
-
-func (f *fakeDaemon) answered() []shared.Answer {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.answers)
-}
+var newFake = agenttest.New
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -308,9 +229,9 @@ func TestWindowShowsFacts(t *testing.T) {
 	// An unverified executable says so.
 	u := pend(9, "example.com")
 	u.Connection.Exe, u.Connection.ExeClaimed = "", "/tmp/fake-browser"
-	f.resolve(7)
-	f.resolve(8)
-	f.offer(u)
+	f.Resolve(7)
+	f.Resolve(8)
+	f.Offer(u)
 	h.waitFor("the prompt for #9", func() bool { return h.showsID(9) })
 	h.ui(func() {
 		if !h.shows("/tmp/fake-browser (unverified) · pid 4242 · user alice (1000)") || h.shows("1 more") {
@@ -328,9 +249,9 @@ func TestAllowForever(t *testing.T) {
 		h.p.lifetime.SetSelected("Forever") // as a click on the radio does
 		test.Tap(h.p.allow)
 	})
-	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
+	h.waitFor("the answer", func() bool { return len(f.Answered()) == 1 })
 	want := shared.Answer{PendingID: 7, Action: shared.ActionAllow, Lifetime: shared.LifetimeForever, Scope: shared.ScopeExeHostPort}
-	if a := f.answered()[0]; a != want {
+	if a := f.Answered()[0]; a != want {
 		t.Errorf("answer %+v, want %+v", a, want)
 	}
 	// The queue is empty: the window hides, the tray is told.
@@ -351,9 +272,9 @@ func TestOneHourAndScope(t *testing.T) {
 		h.p.scope.SetSelected("Any app to this host")
 		test.Tap(h.p.deny)
 	})
-	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
+	h.waitFor("the answer", func() bool { return len(f.Answered()) == 1 })
 	want := shared.Answer{PendingID: 7, Action: shared.ActionDeny, Lifetime: shared.LifetimeUntil, Until: t0.Add(time.Hour), Scope: shared.ScopeAnyExeHost}
-	if a := f.answered()[0]; a != want {
+	if a := f.Answered()[0]; a != want {
 		t.Errorf("answer %+v, want %+v", a, want)
 	}
 }
@@ -379,8 +300,8 @@ func TestKeys(t *testing.T) {
 	// Armed: Esc answers deny once.
 	h.advance(time.Millisecond)
 	h.press(fyne.KeyEscape)
-	h.waitFor("deny once for #7", func() bool { return len(f.answered()) == 1 })
-	if a := f.answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionDeny, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
+	h.waitFor("deny once for #7", func() bool { return len(f.Answered()) == 1 })
+	if a := f.Answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionDeny, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
 		t.Errorf("Esc answered %+v", a)
 	}
 
@@ -396,12 +317,12 @@ func TestKeys(t *testing.T) {
 	h.advance(time.Second)
 	h.typeRunes("a")
 	h.waitFor("the choice shown", func() bool { return h.shows("Enter: allow once") })
-	if n := len(f.answered()); n != 1 {
+	if n := len(f.Answered()); n != 1 {
 		t.Fatalf("A alone answered (%d answers)", n)
 	}
 	h.press(fyne.KeyReturn)
-	h.waitFor("allow once for #8", func() bool { return len(f.answered()) == 2 })
-	if a := f.answered()[1]; a != (shared.Answer{PendingID: 8, Action: shared.ActionAllow, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
+	h.waitFor("allow once for #8", func() bool { return len(f.Answered()) == 2 })
+	if a := f.Answered()[1]; a != (shared.Answer{PendingID: 8, Action: shared.ActionAllow, Lifetime: shared.LifetimeOnce, Scope: shared.ScopeExeHostPort}) {
 		t.Errorf("A, Enter answered %+v", a)
 	}
 }
@@ -414,34 +335,34 @@ func TestQueueFollowsDaemon(t *testing.T) {
 			t.Error("window shown with nothing waiting")
 		}
 	})
-	f.offer(pend(1, "a.example"))
+	f.Offer(pend(1, "a.example"))
 	h.waitFor("#1", func() bool { return h.showsID(1) })
-	f.offer(pend(2, "b.example"))
+	f.Offer(pend(2, "b.example"))
 	h.waitFor("1 more", func() bool { return h.shows("1 more") })
 	// A newer view of #1 (more attempts) updates it in place.
 	p1 := pend(1, "a.example")
 	p1.Count = 9
-	f.sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p1}
+	f.Sigs <- dbus.Signal{Name: dbus.SignalConnectionPending, Pending: p1}
 	h.waitFor("9 attempts", func() bool { return slices.Contains(visibleTexts(h.p.facts), "9 attempts") })
 	// Resolved elsewhere: it leaves; the next one shows.
-	f.resolve(1)
+	f.Resolve(1)
 	h.waitFor("#2", func() bool { return h.showsID(2) && !h.shows("1 more") })
 	// The daemon leaves: nothing waits, the window hides.
-	f.set(func(f *fakeDaemon) { f.pending = nil })
-	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged}
+	f.Set(func(f *fakeDaemon) { f.Pending = nil })
+	f.Sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged}
 	h.waitFor("hidden", func() bool { return !h.p.visible && h.p.Waiting() == 0 })
 	// It comes back with a connection waiting.
-	f.set(func(f *fakeDaemon) { f.pending = []shared.Pending{pend(3, "c.example")} })
-	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.9"}
+	f.Set(func(f *fakeDaemon) { f.Pending = []shared.Pending{pend(3, "c.example")} })
+	f.Sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.9"}
 	h.waitFor("#3 after the restart", func() bool { return h.showsID(3) })
 }
 
 func TestDaemonAbsentAtStart(t *testing.T) {
 	f := newFake(pend(4, "d.example"))
-	f.registerErr = errors.New("org.freedesktop.DBus.Error.ServiceUnknown")
+	f.RegisterErr = errors.New("org.freedesktop.DBus.Error.ServiceUnknown")
 	h := start(t, f, Options{ArmDelay: -1})
-	f.set(func(f *fakeDaemon) { f.registerErr = nil })
-	f.sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.2"}
+	f.Set(func(f *fakeDaemon) { f.RegisterErr = nil })
+	f.Sigs <- dbus.Signal{Name: dbus.SignalDaemonChanged, Owner: ":1.2"}
 	h.waitFor("#4 once the daemon appears", func() bool { return h.showsID(4) })
 }
 
@@ -449,14 +370,14 @@ func TestAnswerErrorsShown(t *testing.T) {
 	f := newFake(pend(5, "e.example"), pend(6, "f.example"))
 	h := start(t, f, Options{ArmDelay: -1})
 	h.waitFor("#5", func() bool { return h.showsID(5) })
-	f.set(func(f *fakeDaemon) { f.answerErr = fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized) })
+	f.Set(func(f *fakeDaemon) { f.AnswerErr = fmt.Errorf("Answer: %w", dbus.ErrNotAuthorized) })
 	h.ui(func() { test.Tap(h.p.allow) })
 	h.waitFor("not authorized shown", func() bool { return h.shows("Not authorized to answer") && h.showsID(5) })
 	// It stays and can be answered again.
-	f.set(func(f *fakeDaemon) { f.answerErr = nil; f.pending = f.pending[1:] }) // #5 decided meanwhile, no signal seen
+	f.Set(func(f *fakeDaemon) { f.AnswerErr = nil; f.Pending = f.Pending[1:] }) // #5 decided meanwhile, no signal seen
 	h.ui(func() { test.Tap(h.p.deny) })
 	h.waitFor("already decided shown on the next prompt", func() bool { return h.showsID(6) && h.shows("already decided") })
-	if n := len(f.answered()); n != 0 {
+	if n := len(f.Answered()); n != 0 {
 		t.Errorf("answers %d", n)
 	}
 }
@@ -602,8 +523,8 @@ func TestChosenAnswerShown(t *testing.T) {
 	})
 	check("after A with the scope focused", true, "Enter: allow this session")
 	h.ui(func() { h.p.w.Canvas().Focused().TypedKey(&fyne.KeyEvent{Name: fyne.KeyReturn}) })
-	h.waitFor("the answer", func() bool { return len(f.answered()) == 1 })
-	if a := f.answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionAllow, Lifetime: shared.LifetimeSession, Scope: shared.ScopeExeHostPort}) {
+	h.waitFor("the answer", func() bool { return len(f.Answered()) == 1 })
+	if a := f.Answered()[0]; a != (shared.Answer{PendingID: 7, Action: shared.ActionAllow, Lifetime: shared.LifetimeSession, Scope: shared.ScopeExeHostPort}) {
 		t.Errorf("answer %+v", a)
 	}
 }
