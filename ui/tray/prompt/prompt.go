@@ -153,26 +153,28 @@ func (p *Prompt) build() {
 		p.w.Canvas().Unfocus() // keys go to the prompt, not the check box
 		p.render()
 	})
-	p.lifetime = newKeySelect(nil, func(s string) {
-		if p.syncing {
-			return
+	// A choice the user made (not one render synced) goes to the model;
+	// keys then go to the prompt, not the select.
+	chosen := func(set func(string)) func(string) {
+		return func(s string) {
+			if p.syncing {
+				return
+			}
+			set(s)
+			p.w.Canvas().Unfocus()
+			p.render()
 		}
+	}
+	p.lifetime = newKeySelect(nil, chosen(func(s string) {
 		if l, ok := promptmodel.ValueOf(promptmodel.Lifetimes, s); ok {
 			p.m.SetLifetime(l)
 		}
-		p.w.Canvas().Unfocus()
-		p.render()
-	}, p.typedRune, p.typedKey)
-	p.scope = newKeySelect(labels(promptmodel.Scopes), func(s string) {
-		if p.syncing {
-			return
-		}
+	}), p.typedRune, p.typedKey)
+	p.scope = newKeySelect(labels(promptmodel.Scopes), chosen(func(s string) {
 		if sc, ok := promptmodel.ValueOf(promptmodel.Scopes, s); ok {
 			p.m.SetScope(sc)
 		}
-		p.w.Canvas().Unfocus()
-		p.render()
-	}, p.typedRune, p.typedKey)
+	}), p.typedRune, p.typedKey)
 	p.countdown = widget.NewLabelWithStyle("", fyne.TextAlignLeading, fyne.TextStyle{Bold: true})
 	p.arming = widget.NewLabel("")
 	p.enter = widget.NewLabelWithStyle("", fyne.TextAlignTrailing, fyne.TextStyle{Bold: true})
