@@ -191,8 +191,8 @@ func visible(a Actor, owner uint32) bool {
 	return a.Admin || owner == a.UID || owner == shared.OwnerSystem
 }
 
-// Count returns how many rules a user may see (List's length, without
-// copying the rules).
+// Count returns how many rules a user may see (their own and the system's;
+// for an admin, every rule), without copying them.
 func (b *Book) Count(a Actor) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -203,12 +203,6 @@ func (b *Book) Count(a Actor) int {
 		}
 	}
 	return n
-}
-
-// List returns the rules a user may see: their own and the system's (owner
-// 0); for an admin, every rule. Sorted by ID.
-func (b *Book) List(a Actor) []shared.Rule {
-	return b.list(a, func(rules.View) bool { return true })
 }
 
 // Page returns, sorted by ID, up to limit (at least 1) of the rules a may
